@@ -1,0 +1,1 @@
+"""daskcal.archive (see DESIGN.md); filled by later issues."""

@@ -1,0 +1,1 @@
+"""daskcal.cluster (see DESIGN.md); filled by later issues."""

@@ -1,0 +1,43 @@
+"""The visibility data model and its stores: MS (dask-ms) <-> xarray <-> zarr, UVFITS.
+
+Public names load lazily (importing ``daskcal.data`` does not import casacore).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    # model
+    "make_visibility_xds": "model", "make_antenna_xds": "model",
+    "make_field_and_source_xds": "model", "make_partition": "model",
+    "make_observation": "model", "add_data_group": "model", "partition_names": "model",
+    "iter_partitions": "model", "antenna_xds_of": "model", "field_xds_of": "model",
+    "antenna_indices": "model", "baseline_antenna_pairs": "model",
+    "ms_time_to_unix": "model", "unix_to_ms_time": "model", "VIS_DIMS": "model",
+    "STOKES_CODES": "model", "STOKES_NAMES": "model",
+    # schema
+    "SchemaError": "schema", "check_visibility_xds": "schema", "check_observation": "schema",
+    "validate_observation": "schema", "validate_visibility_xds": "schema",
+    # chunking
+    "ChunkSpecError": "chunking", "parse_chunk_spec": "chunking", "resolve_chunks": "chunking",
+    # stores
+    "read_ms": "ms", "write_ms": "ms_write",
+    "write_zarr": "zarr_store", "open_zarr": "zarr_store",
+    "read_uvfits": "uvfits",
+    "open_observation": "open", "DataInputError": "open",
+}
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

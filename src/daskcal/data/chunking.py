@@ -1,0 +1,105 @@
+"""Chunk specifications: by counts along time/frequency, or by a target size in MB.
+
+Chunking follows DESIGN.md: along ``time`` and ``frequency`` only;
+``baseline_id`` and ``polarization`` stay whole so a solver sees every antenna.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Union
+
+from dask.utils import parse_bytes
+
+from daskcal import DaskcalError
+
+#: ``{"time": n, "frequency": m}`` counts (``-1`` = whole axis), or a size such as
+#: ``"64MB"`` / ``64_000_000`` (bytes of the VISIBILITY chunk), or ``None`` (whole).
+ChunkSpec = Union[Mapping[str, int], str, int, None]  # noqa: UP007
+
+#: Bytes per visibility sample across VISIBILITY (8), FLAG (1) and WEIGHT (4).
+BYTES_PER_SAMPLE = 13
+
+
+class ChunkSpecError(DaskcalError, ValueError):
+    """A chunk specification that makes no sense."""
+
+
+def parse_chunk_spec(spec: ChunkSpec) -> dict[str, int] | int | None:
+    """Normalise a chunk spec to ``{"time": n, "frequency": m}``, a byte count, or None.
+
+    Accepts strings like ``"64MB"``, ``"1GiB"``, ``"time=100,frequency=64"``.
+
+    Raises
+    ------
+    ChunkSpecError
+        For non-positive counts, unknown dimensions or unparsable strings.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, bool):
+        raise ChunkSpecError(f"chunk size {spec!r} is not a size or a count")
+    if isinstance(spec, int | float):
+        if spec <= 0:
+            raise ChunkSpecError(f"chunk size {spec!r} must be positive")
+        return int(spec)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if "=" in text:
+            out = {}
+            for part in text.split(","):
+                key, _, val = part.partition("=")
+                try:
+                    out[key.strip()] = int(val)
+                except ValueError:
+                    raise ChunkSpecError(f"chunk size {spec!r}: {val!r} is not an integer") from None
+            return parse_chunk_spec(out)
+        try:
+            nbytes = parse_bytes(text)
+        except (ValueError, TypeError):
+            raise ChunkSpecError(
+                f"chunk size {spec!r} is neither a size (e.g. '64MB') nor counts "
+                "(e.g. 'time=100,frequency=64')") from None
+        if nbytes <= 0:
+            raise ChunkSpecError(f"chunk size {spec!r} must be positive")
+        return int(nbytes)
+    if isinstance(spec, Mapping):
+        out = {}
+        for key, val in spec.items():
+            if key not in ("time", "frequency"):
+                raise ChunkSpecError(
+                    f"chunk size: cannot chunk along {key!r}; only 'time' and 'frequency'")
+            if not isinstance(val, int) or isinstance(val, bool) or (val <= 0 and val != -1):
+                raise ChunkSpecError(f"chunk size: {key}={val!r} must be a positive integer or -1")
+            out[key] = int(val)
+        return out
+    raise ChunkSpecError(f"chunk size {spec!r} is not understood")
+
+
+def resolve_chunks(
+    spec: ChunkSpec, n_time: int, n_bl: int, n_chan: int, n_pol: int
+) -> dict[str, int]:
+    """Chunk lengths along ``time`` and ``frequency`` for a partition of the given shape.
+
+    A byte target keeps whole channels when one time step fits, otherwise
+    splits frequency; the target counts VISIBILITY+FLAG+WEIGHT bytes.
+
+    Returns
+    -------
+    dict
+        ``{"time": n, "frequency": m}`` with ``1 <= n <= n_time``, ``1 <= m <= n_chan``.
+    """
+    parsed = parse_chunk_spec(spec)
+    n_time, n_chan = max(n_time, 1), max(n_chan, 1)
+    if parsed is None:
+        return {"time": n_time, "frequency": n_chan}
+    if isinstance(parsed, dict):
+        t = parsed.get("time", -1)
+        f = parsed.get("frequency", -1)
+        return {"time": n_time if t == -1 else min(t, n_time),
+                "frequency": n_chan if f == -1 else min(f, n_chan)}
+    per_time_chan = max(n_bl * n_pol * BYTES_PER_SAMPLE, 1)
+    per_time = per_time_chan * n_chan
+    if per_time <= parsed:
+        return {"time": max(1, min(n_time, parsed // per_time)), "frequency": n_chan}
+    return {"time": 1, "frequency": max(1, min(n_chan, parsed // per_time_chan))}

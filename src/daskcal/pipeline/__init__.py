@@ -1,0 +1,1 @@
+"""daskcal.pipeline (see DESIGN.md); filled by later issues."""

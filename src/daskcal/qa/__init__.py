@@ -1,0 +1,1 @@
+"""daskcal.qa (see DESIGN.md); filled by later issues."""

@@ -1,0 +1,1 @@
+"""daskcal.sky (see DESIGN.md); filled by later issues."""

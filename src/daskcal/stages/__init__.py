@@ -1,0 +1,1 @@
+"""Processing stages: xarray.Dataset in, xarray.Dataset out, lazily (one module per stage)."""

@@ -1,0 +1,1 @@
+"""daskcal.web (see DESIGN.md); filled by later issues."""
