@@ -103,3 +103,37 @@ def resolve_chunks(
     if per_time <= parsed:
         return {"time": max(1, min(n_time, parsed // per_time)), "frequency": n_chan}
     return {"time": 1, "frequency": max(1, min(n_chan, parsed // per_time_chan))}
+
+
+def chunk_data_vars(xds, chunks: Mapping[str, int | tuple[int, ...]]):
+    """Rechunk the data variables only; coordinates stay as they are (numpy).
+
+    ``xarray.Dataset.chunk`` also turns non-index coordinates such as
+    ``baseline_antenna1_name`` into dask arrays, after which reading them
+    triggers a computation. daskcal keeps coordinates in memory (they are small)
+    and chunks only the data variables.
+
+    Parameters
+    ----------
+    xds : xarray.Dataset
+    chunks : mapping of dimension name to a chunk length (``-1`` = whole) or chunk tuple
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    out = xds.copy()
+    for name, var in xds.data_vars.items():
+        c = {d: chunks[d] for d in var.dims if d in chunks}
+        if not c and var.chunks is not None:
+            continue
+        full = {d: c.get(d, -1) for d in var.dims}
+        out[name] = var.variable.chunk(full)
+    # coordinates that are already dask-backed follow, so that chunks stay consistent
+    for name, coord in xds.coords.items():
+        if coord.chunks is not None and name not in xds.indexes:
+            c = {d: chunks[d] for d in coord.dims if d in chunks}
+            if c:
+                out = out.assign_coords({name: coord.variable.chunk(
+                    {d: c.get(d, -1) for d in coord.dims})})
+    return out

@@ -22,6 +22,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daskcal import DaskcalError
+from daskcal.data.chunking import chunk_data_vars
 from daskcal.data.model import VIS_DIMS
 from daskcal.kernels.averaging import average_rows, average_visibilities, sum_effective_time
 
@@ -124,10 +125,10 @@ def average(xds: xr.Dataset, config: AverageConfig) -> xr.Dataset:
     if ft == 1 and fc == 1:
         return xds
     if not isinstance(xds["VISIBILITY"].data, da.Array):
-        xds = xds.chunk({"time": -1, "frequency": -1})
+        xds = chunk_data_vars(xds, {"time": -1, "frequency": -1})
     tchunks = xds["VISIBILITY"].chunksizes["time"]
     fchunks = xds["VISIBILITY"].chunksizes["frequency"]
-    xds = xds.chunk({
+    xds = chunk_data_vars(xds, {
         "time": _aligned(tchunks, xds.sizes["time"], ft),
         "frequency": _aligned(fchunks, xds.sizes["frequency"], fc),
         "baseline_id": -1, "polarization": -1,

@@ -1,0 +1,195 @@
+"""Selection flagging (DP3's preflagger) and flag statistics, lazily over chunks.
+
+Every selection is a boolean expression evaluated per chunk and OR-ed into
+``FLAG``; nothing is computed while the graph is built. Selections within one
+:class:`PreflagConfig` are OR-ed (each flags what it selects).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from daskcal.data.model import VIS_DIMS
+
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+
+
+class PreflagConfig(BaseModel):
+    """What the preflagger flags. Unset selections flag nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    autocorrelations: bool = Field(True, description="flag autocorrelations (p == q)")
+    baselines: list[str] = Field(
+        default_factory=list,
+        description="baselines to flag as 'PAT1&PAT2' (shell patterns on antenna names, order "
+                    "free; 'PAT' alone matches any baseline with that antenna), e.g. "
+                    "['CS013*&*', 'RS508HBA&RS509HBA']")
+    uv_min_m: float | None = Field(None, ge=0, description="flag baselines shorter than this (m)")
+    uv_max_m: float | None = Field(None, gt=0, description="flag baselines longer than this (m)")
+    uv_min_lambda: float | None = Field(
+        None, ge=0, description="flag samples with sqrt(u^2+v^2) below this (wavelengths)")
+    uv_max_lambda: float | None = Field(
+        None, gt=0, description="flag samples with sqrt(u^2+v^2) above this (wavelengths)")
+    time_ranges_s: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="flag integrations with start <= time <= end (unix seconds, UTC)")
+    freq_ranges_hz: list[tuple[float, float]] = Field(
+        default_factory=list, description="flag channels with low <= frequency <= high (Hz)")
+    band_edge_channels: int = Field(
+        0, ge=0, description="flag this many channels at each edge of the band (subband)")
+    channels_per_subband: int | None = Field(
+        None, gt=0,
+        description="subband width in channels (LOFAR: edges of each subband are flagged); "
+                    "default: the whole band is one subband")
+    amplitude_max: float | None = Field(
+        None, gt=0, description="flag samples with |V| above this clip level (Jy)")
+    non_finite: bool = Field(True, description="flag NaN and Inf visibilities")
+
+    @field_validator("time_ranges_s", "freq_ranges_hz")
+    @classmethod
+    def _ordered(cls, ranges):
+        for lo, hi in ranges:
+            if hi < lo:
+                raise ValueError(f"range ({lo}, {hi}) has its end before its start")
+        return ranges
+
+
+def _baseline_mask(names1: np.ndarray, names2: np.ndarray, patterns: list[str]) -> np.ndarray:
+    out = np.zeros(names1.shape, bool)
+    for pat in patterns:
+        left, sep, right = pat.partition("&")
+        left = left.strip() or "*"
+        right = right.strip() if sep else "*"
+        for i, (a, b) in enumerate(zip(names1, names2, strict=True)):
+            if (fnmatch.fnmatchcase(a, left) and fnmatch.fnmatchcase(b, right)) or \
+               (fnmatch.fnmatchcase(b, left) and fnmatch.fnmatchcase(a, right)):
+                out[i] = True
+    return out
+
+
+def selection_mask(xds: xr.Dataset, config: PreflagConfig) -> xr.DataArray:
+    """The samples the selections pick, as a lazy boolean array with VISIBILITY's dims/chunks.
+
+    Parameters
+    ----------
+    xds : xarray.Dataset
+        A visibility partition.
+    config : PreflagConfig
+
+    Returns
+    -------
+    xarray.DataArray of bool, dims (time, baseline_id, frequency, polarization)
+    """
+    vis = xds["VISIBILITY"]
+    names1 = np.asarray(xds["baseline_antenna1_name"].values).astype(str)
+    names2 = np.asarray(xds["baseline_antenna2_name"].values).astype(str)
+    n_bl = names1.size
+    freq = np.asarray(xds["frequency"].values, dtype=np.float64)
+    time = np.asarray(xds["time"].values, dtype=np.float64)
+
+    # per-baseline, per-channel and per-time selections: small numpy vectors
+    bl_sel = np.zeros(n_bl, bool)
+    if config.autocorrelations:
+        bl_sel |= names1 == names2
+    if config.baselines:
+        bl_sel |= _baseline_mask(names1, names2, config.baselines)
+    chan_sel = np.zeros(freq.size, bool)
+    for lo, hi in config.freq_ranges_hz:
+        chan_sel |= (freq >= lo) & (freq <= hi)
+    if config.band_edge_channels:
+        sub = config.channels_per_subband or freq.size
+        pos = np.arange(freq.size) % sub
+        chan_sel |= (pos < config.band_edge_channels) | (pos >= sub - config.band_edge_channels)
+    time_sel = np.zeros(time.size, bool)
+    for lo, hi in config.time_ranges_s:
+        time_sel |= (time >= lo) & (time <= hi)
+
+    mask = (xr.DataArray(bl_sel, dims="baseline_id") | xr.DataArray(chan_sel, dims="frequency")
+            | xr.DataArray(time_sel, dims="time"))
+
+    # uv-distance selections: per row (metres) or per row and channel (wavelengths)
+    if any(v is not None for v in (config.uv_min_m, config.uv_max_m,
+                                   config.uv_min_lambda, config.uv_max_lambda)):
+        uvdist_m = np.hypot(xds["UVW"].isel(uvw_label=0), xds["UVW"].isel(uvw_label=1))
+        if config.uv_min_m is not None:
+            mask = mask | (uvdist_m < config.uv_min_m)
+        if config.uv_max_m is not None:
+            mask = mask | (uvdist_m > config.uv_max_m)
+        if config.uv_min_lambda is not None or config.uv_max_lambda is not None:
+            uv_lambda = uvdist_m * xr.DataArray(freq / SPEED_OF_LIGHT_M_S, dims="frequency")
+            if config.uv_min_lambda is not None:
+                mask = mask | (uv_lambda < config.uv_min_lambda)
+            if config.uv_max_lambda is not None:
+                mask = mask | (uv_lambda > config.uv_max_lambda)
+
+    if config.non_finite:
+        mask = mask | ~np.isfinite(vis)
+    if config.amplitude_max is not None:
+        mask = mask | (np.abs(vis) > config.amplitude_max)
+    mask = mask.broadcast_like(vis).transpose(*VIS_DIMS)
+    if isinstance(vis.data, da.Array) and not isinstance(mask.data, da.Array):
+        mask = mask.chunk(vis.chunksizes)
+    return mask
+
+
+def preflag(xds: xr.Dataset, config: PreflagConfig) -> xr.Dataset:
+    """OR the selections of ``config`` into FLAG, lazily.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``xds`` with the new FLAG; attrs record the stage in ``processing_history``.
+    """
+    mask = selection_mask(xds, config)
+    out = xds.copy()
+    out["FLAG"] = (xds["FLAG"] | mask).assign_attrs(xds["FLAG"].attrs)
+    history = list(out.attrs.get("processing_history", []))
+    history.append({"stage": "preflag", "config": config.model_dump(mode="json")})
+    out.attrs["processing_history"] = history
+    return out
+
+
+def flag_statistics(xds: xr.Dataset, antenna_names: np.ndarray | None = None) -> xr.Dataset:
+    """Lazily computed flagged fractions per antenna, baseline, channel and time.
+
+    Parameters
+    ----------
+    xds : xarray.Dataset
+        A visibility partition.
+    antenna_names : ndarray of str, optional
+        Antenna order of the result; default: the names appearing in the baselines.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``FLAGGED_FRACTION_BASELINE`` (baseline_id), ``FLAGGED_FRACTION_FREQUENCY``
+        (frequency), ``FLAGGED_FRACTION_TIME`` (time), ``FLAGGED_FRACTION_ANTENNA``
+        (antenna_name: over the baselines the antenna is in) and the scalar
+        ``FLAGGED_FRACTION``, all dask-backed when FLAG is.
+    """
+    flag = xds["FLAG"]
+    names1 = np.asarray(xds["baseline_antenna1_name"].values).astype(str)
+    names2 = np.asarray(xds["baseline_antenna2_name"].values).astype(str)
+    if antenna_names is None:
+        antenna_names = np.array(sorted(set(names1) | set(names2)))
+    per_bl = flag.mean(dim=("time", "frequency", "polarization"))
+    # antenna fraction: mean of its baselines' fractions (baselines hold equal sample counts)
+    incidence = np.array([(names1 == a) | (names2 == a) for a in antenna_names], dtype=np.float64)
+    counts = incidence.sum(axis=1)
+    counts[counts == 0] = np.nan
+    inc = xr.DataArray(incidence / counts[:, None], dims=("antenna_name", "baseline_id"),
+                       coords={"antenna_name": antenna_names})
+    per_ant = (inc * per_bl).sum("baseline_id")
+    return xr.Dataset({
+        "FLAGGED_FRACTION": flag.mean(),
+        "FLAGGED_FRACTION_BASELINE": per_bl,
+        "FLAGGED_FRACTION_ANTENNA": per_ant,
+        "FLAGGED_FRACTION_FREQUENCY": flag.mean(dim=("time", "baseline_id", "polarization")),
+        "FLAGGED_FRACTION_TIME": flag.mean(dim=("baseline_id", "frequency", "polarization")),
+    })
