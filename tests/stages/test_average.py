@@ -54,8 +54,9 @@ def _reference(xds, ft, fc):
         for b in range(n_bl):
             rows_w = np.where(flag[ts, b], 0.0, w[ts, b]).sum(axis=(1, 2))
             uvw = xds.UVW.values[ts, b]
-            ouvw[to, b] = (rows_w[:, None] * uvw).sum(0) / rows_w.sum() if rows_w.sum() > 0 \
-                else uvw.mean(0)
+            use = rows_w > 0
+            ouvw[to, b] = (rows_w[use, None] * uvw[use]).sum(0) / rows_w.sum() if use.any() \
+                else np.nanmean(uvw, axis=0)
             used = ~flag[ts, b].all(axis=(1, 2))
             oeit[to, b] = xds.EFFECTIVE_INTEGRATION_TIME.values[ts, b][used].sum()
             for co in range(n_co):
@@ -125,6 +126,25 @@ def test_resolution_targets_become_factors():
     out = average(xds, AverageConfig(time_interval_s=25.0, freq_resolution_hz=4.5e5))
     assert out.sizes["time"] == 5  # factor 2 from 25 s / 10 s
     assert out.sizes["frequency"] == 2  # factor 4 from 450 kHz / 100 kHz
+
+
+def test_missing_rows_with_nan_metadata_do_not_poison_bins():
+    xds = _random_xds()
+    flag = xds.FLAG.values.copy()
+    uvw = xds.UVW.values.copy()
+    eit = xds.EFFECTIVE_INTEGRATION_TIME.values.copy()
+    # a missing row (as read_ms gives it): flagged, zero weight, NaN UVW and exposure
+    flag[4, 2] = True
+    uvw[4, 2] = np.nan
+    eit[4, 2] = np.nan
+    xds["FLAG"] = xds.FLAG.copy(data=flag)
+    xds["UVW"] = xds.UVW.copy(data=uvw)
+    xds["EFFECTIVE_INTEGRATION_TIME"] = xds.EFFECTIVE_INTEGRATION_TIME.copy(data=eit)
+    out = average(xds, AverageConfig(time_factor=3))
+    assert np.isfinite(out.UVW.values[1, 2]).all()
+    assert np.isfinite(out.EFFECTIVE_INTEGRATION_TIME.values[1, 2])
+    _, _, _, ouvw, oeit = _reference(xds, 3, 1)
+    np.testing.assert_allclose(out.UVW.values[1, 2], ouvw[1, 2])
 
 
 def test_all_data_groups_averaged():

@@ -57,7 +57,8 @@ def average_rows(values: np.ndarray, row_weight: np.ndarray, time_factor: int) -
         Per-row values (e.g. UVW with ``k = 3``, metres).
     row_weight : ndarray, float, shape (n_time, n_bl)
         Weight of each input row: the sum of its unflagged sample weights. A bin
-        whose rows all have zero weight gets the plain mean.
+        whose rows all have zero weight gets the plain mean of its finite values
+        (NaN if none: rows missing from the source carry NaN).
     time_factor : int
 
     Returns
@@ -178,17 +179,24 @@ def _average_rows(values, rw, ft):
         for b in range(nbl):
             wsum = 0.0
             for t in range(t0, t1):
-                wsum += rw[t, b]
+                if rw[t, b] > 0.0:
+                    wsum += rw[t, b]
             for j in range(k):
                 s = 0.0
                 if wsum > 0.0:
+                    # rows with zero weight are skipped, not multiplied by zero: rows
+                    # missing from the source hold NaN
                     for t in range(t0, t1):
-                        s += rw[t, b] * values[t, b, j]
+                        if rw[t, b] > 0.0:
+                            s += rw[t, b] * values[t, b, j]
                     out[to, b, j] = s / wsum
                 else:
+                    n = 0
                     for t in range(t0, t1):
-                        s += values[t, b, j]
-                    out[to, b, j] = s / (t1 - t0)
+                        if np.isfinite(values[t, b, j]):
+                            s += values[t, b, j]
+                            n += 1
+                    out[to, b, j] = s / n if n > 0 else np.nan
     return out
 
 
