@@ -24,7 +24,8 @@ _EXPORTS = {
     # stores
     "read_ms": "ms", "write_ms": "ms_write",
     "write_zarr": "zarr_store", "open_zarr": "zarr_store",
-    "read_uvfits": "uvfits",
+    "read_uvfits": "uvfits", "read_with_pyuvdata": "uvdata_import",
+    "chunk_data_vars": "chunking",
     "open_observation": "open", "DataInputError": "open",
 }
 
