@@ -67,7 +67,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     obs = open_observation(args.input, chunks=args.chunks)
     with _progress(_want_progress(args)):
-        summary = describe(obs, flags=not args.no_flags)
+        summary = describe(obs, flagged=not args.no_flags)
     summary = {"path": str(args.input), **summary}
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

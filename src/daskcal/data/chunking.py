@@ -6,6 +6,8 @@ Chunking follows DESIGN.md: along ``time`` and ``frequency`` only;
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Union
 
@@ -39,12 +41,14 @@ def parse_chunk_spec(spec: ChunkSpec) -> dict[str, int] | int | None:
         return None
     if isinstance(spec, bool):
         raise ChunkSpecError(f"chunk size {spec!r} is not a size or a count")
-    if isinstance(spec, int | float):
-        if spec <= 0:
+    if isinstance(spec, numbers.Real):
+        if not math.isfinite(spec) or spec < 1:
             raise ChunkSpecError(f"chunk size {spec!r} must be positive")
         return int(spec)
     if isinstance(spec, str):
         text = spec.strip()
+        if not text:
+            raise ChunkSpecError("chunk size '' is empty")
         if "=" in text:
             out = {}
             for part in text.split(","):
@@ -69,7 +73,7 @@ def parse_chunk_spec(spec: ChunkSpec) -> dict[str, int] | int | None:
             if key not in ("time", "frequency"):
                 raise ChunkSpecError(
                     f"chunk size: cannot chunk along {key!r}; only 'time' and 'frequency'")
-            if not isinstance(val, int) or isinstance(val, bool) or (val <= 0 and val != -1):
+            if not isinstance(val, numbers.Integral) or isinstance(val, bool) or (val <= 0 and val != -1):
                 raise ChunkSpecError(f"chunk size: {key}={val!r} must be a positive integer or -1")
             out[key] = int(val)
         return out

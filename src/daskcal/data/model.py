@@ -204,6 +204,7 @@ def make_visibility_xds(
         "frequency": ("frequency", frequency_hz, {
             "type": "spectral_coord", "units": "Hz", "observer": frequency_frame,
             "spectral_window_name": spectral_window_name,
+            "spectral_window_intents": ["UNSPECIFIED"],
             "reference_frequency": {
                 "data": float(frequency_hz[n_chan // 2]) if n_chan else 0.0, "dims": [],
                 "attrs": {"units": "Hz", "type": "spectral_coord", "observer": frequency_frame},
@@ -217,7 +218,7 @@ def make_visibility_xds(
         "antenna1": ("baseline_id", antenna1),
         "antenna2": ("baseline_id", antenna2),
         "field_name": ("time", np.asarray(field_name, dtype=str)),
-        "scan_name": ("time", np.asarray(scan_name, dtype=str)),
+        "scan_name": ("time", np.asarray(scan_name, dtype=str), {"scan_intents": ["UNSPECIFIED"]}),
     }
     data_vars = {
         "VISIBILITY": (VIS_DIMS, visibility, {"type": "quanta", "units": "Jy"}),

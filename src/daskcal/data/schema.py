@@ -103,7 +103,11 @@ def check_visibility_xds(xds: xr.Dataset) -> list[str]:
             problems.append(f"missing attribute {key!r}")
     if xds.attrs.get("type", "visibility") != "visibility":
         problems.append(f"attribute 'type' is {xds.attrs.get('type')!r}, expected 'visibility'")
-    for name, group in (xds.attrs.get("data_groups") or {}).items():
+    groups = xds.attrs.get("data_groups") or {}
+    if not isinstance(groups, dict):
+        problems.append(f"attribute 'data_groups' is a {type(groups).__name__}, expected a mapping")
+        groups = {}
+    for name, group in groups.items():
         if not isinstance(group, dict):
             problems.append(f"data group {name!r} is not a mapping")
             continue
@@ -165,7 +169,9 @@ def check_observation(obs: xr.DataTree) -> list[str]:
                     unknown = set(map(str, vis[col].values)) - names_known
                     if unknown:
                         problems.append(f"{name}: {col} names unknown antennas {sorted(unknown)[:5]}")
-        fkey = (vis.attrs.get("data_groups", {}).get("base", {}) or {}).get(
+        groups = vis.attrs.get("data_groups")
+        base = groups.get("base") if isinstance(groups, dict) else None
+        fkey = (base if isinstance(base, dict) else {}).get(
             "field_and_source", "field_and_source_base_xds")
         if fkey not in node.children:
             problems.append(f"{name}: missing child {fkey!r}")
