@@ -5,7 +5,7 @@ Public names load lazily (importing ``daskcal.data`` does not import casacore).
 
 from __future__ import annotations
 
-import importlib
+from daskcal._lazy import lazy_exports
 
 _EXPORTS = {
     # model
@@ -30,15 +30,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
