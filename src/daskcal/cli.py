@@ -124,8 +124,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     fmt = _store_format(out, args.format)
     with _progress(_want_progress(args)):
-        write_simulation(config, out, fmt=fmt, overwrite=args.overwrite)
-    print(f"wrote {out}")
+        obs_path, truth_path = write_simulation(config, out, fmt=fmt, overwrite=args.overwrite)
+    print(f"wrote {obs_path} (truth: {truth_path})")
     return 0
 
 
@@ -183,33 +183,60 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} PB"  # pragma: no cover
 
 
+def _hms_dms(ra_rad: float, dec_rad: float) -> str:
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    ra = Angle(ra_rad, u.rad).wrap_at(360 * u.deg).to_string(unit=u.hour, sep=":", precision=2)
+    dec = Angle(dec_rad, u.rad).to_string(unit=u.deg, sep=":", precision=1, alwayssign=True)
+    return f"{ra} {dec}"
+
+
+def _short_list(values, n: int = 10) -> str:
+    values = list(values)
+    text = ", ".join(map(str, values[:n]))
+    return text + (f", ... ({len(values)} in all)" if len(values) > n else "")
+
+
 def format_summary(summary: dict) -> str:
     """Human-readable text of :func:`daskcal.data.open.describe`'s summary."""
-    lines = [f"observation: {summary.get('path', '')}"]
-    for key, value in summary.items():
-        if key in ("path", "partitions"):
-            continue
-        if key.endswith("bytes") and isinstance(value, int | float):
-            value = _human_bytes(value)
-        elif isinstance(value, float):
-            value = f"{value:.6g}"
-        elif isinstance(value, list | tuple) and len(value) > 12:
-            value = ", ".join(map(str, value[:12])) + f", ... ({len(value)} in all)"
-        elif isinstance(value, list | tuple):
-            value = ", ".join(map(str, value))
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        lines.append(f"  {key:<26} {value}")
-    for part in summary.get("partitions", []):
-        lines.append(f"  partition {part.get('name', '')}")
-        for key, value in part.items():
-            if key == "name":
-                continue
-            if isinstance(value, float):
-                value = f"{value:.6g}"
-            elif isinstance(value, list | tuple):
-                value = ", ".join(map(str, value[:8])) + (" ..." if len(value) > 8 else "")
-            lines.append(f"    {key:<24} {value}")
+    lines = [f"observation   {summary.get('path', '')}"]
+    t = summary.get("time", {})
+    if t:
+        lines.append(f"time          {t.get('start')} .. {t.get('end')} "
+                     f"({t.get('duration_s', 0):.1f} s, {t.get('n_time')} integrations "
+                     f"of {t.get('integration_s', 0):g} s)")
+    f = summary.get("frequency", {})
+    if f:
+        widths = ", ".join(f"{w / 1e3:g}" for w in f.get("channel_width_hz", []))
+        lines.append(f"frequency     {f.get('min_hz', 0) / 1e6:.6f} .. "
+                     f"{f.get('max_hz', 0) / 1e6:.6f} MHz, {f.get('n_chan')} channels "
+                     f"of {widths} kHz")
+        for spw in f.get("spectral_windows", []):
+            lines.append(f"  window      {spw.get('name')}: {spw.get('n_chan')} channels, "
+                         f"{spw.get('min_hz', 0) / 1e6:.6f} .. {spw.get('max_hz', 0) / 1e6:.6f} MHz")
+    a = summary.get("antennas", {})
+    if a:
+        lines.append(f"antennas      {a.get('count')}: {_short_list(a.get('names', []))}")
+    b = summary.get("baselines", {})
+    if b:
+        auto = "with" if b.get("autocorrelations") else "without"
+        lines.append(f"baselines     {b.get('count')} ({auto} autocorrelations)")
+    for field in summary.get("fields", []):
+        pos = ""
+        if "ra_rad" in field and "dec_rad" in field:
+            pos = _hms_dms(field["ra_rad"], field["dec_rad"]) + " (J2000)"
+        lines.append(f"field         {field.get('name')}  {pos}")
+    if summary.get("scans"):
+        lines.append(f"scans         {_short_list(summary['scans'])}")
+    if summary.get("polarizations"):
+        lines.append(f"polarizations {', '.join(summary['polarizations'])}")
+    if summary.get("flagged_fraction") is not None:
+        lines.append(f"flagged       {100 * summary['flagged_fraction']:.2f} %")
+    if summary.get("data_bytes") is not None:
+        lines.append(f"data volume   {_human_bytes(summary['data_bytes'])}")
+    if summary.get("partitions"):
+        lines.append(f"partitions    {_short_list(summary['partitions'])}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,10 @@ Dimensions are ``time, baseline_id, frequency, polarization, uvw_label`` on a
 regular (time, baseline) grid; samples missing from the source are present
 and flagged (``FLAG=True``, ``WEIGHT=0``).
 
+UVW follow the Measurement Set convention as real data hold it (CASA- and
+cotter-written MSs, AIPS UVFITS): ``uvw = X(antenna1) - X(antenna2)`` in the
+J2000 frame, and ``V_pq = sum J_p B J_q^H exp(-2 pi i (u l + v m + w (n - 1)) f / c)``.
+
 Time is unix seconds in the UTC scale (``time.attrs["scale"] == "utc"``),
 exactly as xradio writes it: Measurement Sets store UTC, so this keeps the
 MS <-> zarr round trip lossless. Convert with :func:`ms_time_to_unix` /
@@ -154,7 +158,8 @@ def make_visibility_xds(
     visibility : array, shape (n_time, n_bl, n_chan, n_pol), complex64
         Correlated data, Jy.
     uvw_m : array, shape (n_time, n_bl, 3), float64
-        Baseline coordinates (antenna2 - antenna1), metres.
+        Baseline coordinates, metres, in the Measurement Set convention found in real
+        data: ``uvw = X(antenna1) - X(antenna2)`` projected on the phase centre (J2000).
     integration_time_s : float
         Nominal integration time, s.
     channel_width_hz : float

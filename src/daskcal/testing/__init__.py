@@ -10,6 +10,12 @@ import importlib
 _EXPORTS = {
     "fetch_dataset": "realdata", "copy_dataset": "realdata", "DATASETS": "realdata",
     "RealDataError": "realdata",
+    # simulator
+    "SimulationConfig": "config", "simulate_observation": "simulate",
+    "write_simulation": "simulate", "random_field": "simulate", "SimulationError": "simulate",
+    "ArrayLayout": "arrays", "lofar_hba_layout": "arrays", "vla_layout": "arrays",
+    "make_layout": "arrays", "GainModel": "corruptions", "TecScreen": "corruptions",
+    "noise_sigma": "corruptions", "RFIPlan": "rfi",
 }
 
 
