@@ -11,6 +11,11 @@ import numpy as np
 import pytest
 
 from daskcal.cli import main
+from daskcal.testing.factories import (
+    misbehaved_ms_without_data,
+    misbehaved_not_an_ms,
+    misbehaved_truncated_zarr,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,39 +70,35 @@ def test_missing_path(tmp_path, capsys):
 
 
 def test_directory_that_is_not_an_ms(tmp_path, capsys):
-    d = tmp_path / "notms"
-    d.mkdir()
-    (d / "junk.txt").write_text("hello")
-    status = main(["info", str(d)])
-    _one_line_error(capsys, status, "notms")
+    status = main(["info", str(misbehaved_not_an_ms(tmp_path))])
+    _one_line_error(capsys, status, "notms.ms")
 
 
-def test_ms_without_data_column(small_zarr, tmp_path, capsys):
-    from casacore.tables import table
-
-    ms = tmp_path / "nodata.ms"
-    assert main(["convert", str(small_zarr), str(ms), "--no-progress"]) == 0
-    with table(str(ms), readonly=False, ack=False) as t:
-        t.removecols(["DATA"])
-    capsys.readouterr()
-    status = main(["info", str(ms)])
+def test_ms_without_data_column(tmp_path, capsys):
+    status = main(["info", str(misbehaved_ms_without_data(tmp_path))])
     _one_line_error(capsys, status, "nodata.ms", "DATA")
 
 
 def test_truncated_zarr_store(small_zarr, tmp_path, capsys):
+    bad = misbehaved_truncated_zarr(small_zarr, tmp_path)
+    status = main(["info", str(bad)])
+    _one_line_error(capsys, status, "truncated.zarr")
+    status = main(["convert", str(bad), str(tmp_path / "out.ms")])
+    _one_line_error(capsys, status, "truncated.zarr")
+    assert not (tmp_path / "out.ms").exists()
+
+
+def test_corrupt_chunk_fails_without_half_written_output(small_zarr, tmp_path, capsys):
     import shutil
 
-    bad = tmp_path / "bad.zarr"
+    bad = tmp_path / "corrupt.zarr"
     shutil.copytree(small_zarr, bad)
-    # lose some chunks of the visibilities, as an interrupted copy would
-    vis_dirs = [p for p in bad.rglob("VISIBILITY") if p.is_dir()]
-    assert vis_dirs
-    chunk_files = [p for p in (vis_dirs[0] / "c").rglob("*") if p.is_file()]
-    assert chunk_files
-    for p in chunk_files[: max(1, len(chunk_files) // 2)]:
-        p.unlink()
-    status = main(["info", str(bad)])
-    _one_line_error(capsys, status, "bad.zarr")
+    chunk = sorted(p for p in next(bad.rglob("VISIBILITY")).rglob("*")
+                   if p.is_file() and p.name != "zarr.json")[0]
+    chunk.write_bytes(b"garbage" * 10)
+    status = main(["convert", str(bad), str(tmp_path / "out.ms")])
+    _one_line_error(capsys, status, "corrupt.zarr", "nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.zarr"]
 
 
 def test_nonsense_chunk_size(small_zarr, capsys):

@@ -83,14 +83,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     fmt = _store_format(out, args.format)
     obs = open_observation(args.input, chunks=args.chunks, data_column=args.data_column)
     with _progress(_want_progress(args)):
-        if fmt == "zarr":
-            from daskcal.data.zarr_store import write_zarr
+        try:
+            if fmt == "zarr":
+                from daskcal.data.zarr_store import write_zarr
 
-            write_zarr(obs, out, overwrite=args.overwrite)
-        else:
-            from daskcal.data.ms_write import write_ms
+                write_zarr(obs, out, overwrite=args.overwrite)
+            else:
+                from daskcal.data.ms_write import write_ms
 
-            write_ms(obs, out, overwrite=args.overwrite)
+                write_ms(obs, out, overwrite=args.overwrite)
+        except DaskcalError:
+            raise
+        except (RuntimeError, OSError, ValueError) as exc:
+            # the writers leave nothing behind; a failure while streaming is almost
+            # always unreadable input (a corrupt chunk, a damaged table)
+            first = (str(exc).splitlines() or [""])[0]
+            raise DaskcalError(f"{args.input}: reading failed while writing {out} "
+                               f"({type(exc).__name__}: {first}); nothing was written") from exc
     print(f"wrote {out}")
     return 0
 

@@ -22,41 +22,12 @@ from daskcal.data import ms_write as msw
 from daskcal.data.ms import MeasurementSetError, read_ms
 from daskcal.data.ms_write import write_ms
 from daskcal.data.schema import check_observation
+from daskcal.testing.factories import random_observation as make_obs
 
 POLS = ("XX", "XY", "YX", "YY")
 VLA_CENTRE = np.array([-1601185.4, -5041977.5, 3554875.9])
 SUBTABLES = ("ANTENNA", "DATA_DESCRIPTION", "FEED", "FIELD", "FLAG_CMD", "HISTORY", "OBSERVATION",
              "POINTING", "POLARIZATION", "PROCESSOR", "SPECTRAL_WINDOW", "STATE", "SOURCE")
-
-
-def make_obs(seed=0, *, n_time=5, n_ant=4, fields=("F0",), spws=((1.4e9, 6),), chunks=None):
-    """A small synthetic observation: one partition per field x spectral window."""
-    rng = np.random.default_rng(seed)
-    names = [f"A{i}" for i in range(n_ant)]
-    positions = VLA_CENTRE + rng.uniform(-500, 500, (n_ant, 3))
-    parts = {}
-    for fi, field in enumerate(fields):
-        for si, (f0, n_chan) in enumerate(spws):
-            a1, a2 = model.baseline_antenna_pairs(n_ant)
-            shape = (n_time, a1.size, n_chan, len(POLS))
-            vis = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-            flag = rng.random(shape) < 0.1
-            weight = (rng.random(shape) + 0.5).astype(np.float32)
-            if chunks is not None:
-                vis, flag, weight = (da.from_array(x, chunks=(chunks[0], -1, chunks[1], -1))
-                                     for x in (vis, flag, weight))
-            xds = model.make_visibility_xds(
-                time_s=1.7e9 + 1000.0 * fi + 10.0 * np.arange(n_time),
-                frequency_hz=f0 + 1e6 * np.arange(n_chan), polarization=list(POLS),
-                antenna_names=names, antenna1=a1, antenna2=a2, visibility=vis,
-                uvw_m=rng.standard_normal((n_time, a1.size, 3)) * 1e3, integration_time_s=10.0,
-                channel_width_hz=1e6, flag=flag, weight=weight, field_name=field,
-                scan_name=str(fi + 1), spectral_window_name=f"spw_{si}", observer="me",
-                project="P1")
-            ant = model.make_antenna_xds(names, positions, 25.0, telescope_name="VLA")
-            fld = model.make_field_and_source_xds([field], [[0.5 + fi, 0.3 + 0.1 * fi]])
-            parts[f"obs_{len(parts)}"] = model.make_partition(xds, ant, fld)
-    return model.make_observation(parts)
 
 
 def _vis(node):

@@ -5,7 +5,7 @@ Names load lazily.
 
 from __future__ import annotations
 
-import importlib
+from daskcal._lazy import lazy_exports
 
 _EXPORTS = {
     "fetch_dataset": "realdata", "copy_dataset": "realdata", "DATASETS": "realdata",
@@ -16,18 +16,10 @@ _EXPORTS = {
     "ArrayLayout": "arrays", "lofar_hba_layout": "arrays", "vla_layout": "arrays",
     "make_layout": "arrays", "GainModel": "corruptions", "TecScreen": "corruptions",
     "noise_sigma": "corruptions", "RFIPlan": "rfi",
+    # small random observations and misbehaved inputs
+    "random_observation": "factories", "misbehaved_not_an_ms": "factories",
+    "misbehaved_ms_without_data": "factories", "misbehaved_truncated_zarr": "factories",
 }
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
