@@ -1,0 +1,528 @@
+"""AOFlagger-style RFI detection of visibility blocks: fit, SumThreshold, repeat, SIR.
+
+For each *polarisation group* of each baseline (by default every polarisation on
+its own, as AOFlagger's generic strategy; or parallel and cross hands summed),
+on the time x frequency plane:
+
+1. **Detection statistic** ``x`` (``representation``):
+
+   * ``"complex"`` (default): a smooth *complex* background ``B_p`` is fitted to
+     each visibility plane ``V_p`` and ``x = sqrt(mean_p |V_p - B_p|^2)``. RFI is
+     found whatever its phase relative to the sky signal; where the sky fringes
+     faster than the fit can follow, ``x`` tends to the amplitude and the method
+     degrades gracefully into the amplitude one.
+   * ``"amplitude"``: ``x = mean_p |V_p|`` (AOFlagger's default representation).
+
+2. **Residual** ``r = x - smooth(x)``, the background being a masked, first-order
+   normalised convolution (:mod:`daskcal.kernels.rfi_background`; the complex
+   background of step 1 is the same fit).
+3. **Noise** ``sigma = 1.4826 MAD(r)`` of the samples not yet flagged.
+4. **SumThreshold** on ``r`` with ``chi_1 = base_threshold * step * sigma`` along
+   time and frequency (:mod:`daskcal.kernels.sumthreshold`). Each step starts
+   from the *input* flags (within a step, each window length excludes what the
+   shorter ones flagged), so every sample is judged afresh against the better
+   background.
+5. Steps 1-4 repeat for each ``step`` of ``sensitivity_steps`` (default 4, 2, 1):
+   the flags of a step mask the background fits and the noise estimate of the
+   next, so strong RFI no longer biases them when the threshold is lowest.
+6. **SIR** dilation (``eta`` 0.2) along time and frequency of the last step's flags.
+
+The detections of all groups are ORed and set on every polarisation; the input
+flags are kept as they are. Non-finite visibilities are treated as flagged on
+input (and so come out flagged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from daskcal.kernels._background_blocks import _reduce_block_row
+from daskcal.kernels._jit import njit
+from daskcal.kernels._robust import _robust_sigma
+from daskcal.kernels.rfi_background import (
+    BackgroundGrid,
+    background_grid,
+    fit_values,
+    mask_geometry,
+)
+from daskcal.kernels.sumthreshold import (
+    DEFAULT_WINDOWS,
+    _eta_fraction,
+    _or_transposed_into,
+    _sir_lines,
+    _st_plane,
+    _transpose_into,
+    sumthreshold_thresholds,
+)
+
+__all__ = ["REPRESENTATIONS", "polarization_groups", "rfi_flag", "rfi_flag_planes"]
+
+#: Accepted values of ``representation``.
+REPRESENTATIONS: tuple[str, ...] = ("complex", "amplitude")
+#: Samples used for each robust noise estimate.
+_NOISE_SAMPLES = 1 << 16
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit
+def _complex_block_sums(planes, pols, mask, d_t, d_f, sums, census):
+    """Masked block sums of the real and imaginary parts of ``planes[pols]``.
+
+    ``sums`` (n_bt, n_bf, 2 * len(pols)) and ``census`` (n_bt, n_bf, 3) are
+    overwritten (see :func:`~daskcal.kernels._background_blocks._reduce_block_row`).
+    """
+    n_t = planes.shape[1]
+    n_f = planes.shape[2]
+    k = pols.shape[0]
+    row_sum = np.empty((2 * k, n_f), np.float64)
+    row_cnt = np.empty(n_f, np.float64)
+    row_tw = np.empty(n_f, np.float64)
+    for bt in range(census.shape[0]):
+        t0 = bt * d_t
+        t1 = min(t0 + d_t, n_t)
+        tc = t0 + (t1 - t0 - 1) / 2.0
+        row_sum[:, :] = 0.0
+        row_cnt[:] = 0.0
+        row_tw[:] = 0.0
+        for t in range(t0, t1):
+            m_row = mask[t]
+            w_t = (t - tc) / d_t
+            for f in range(n_f):
+                use = not m_row[f]
+                row_cnt[f] += 1.0 if use else 0.0
+                row_tw[f] += w_t if use else 0.0
+            for q in range(k):
+                p_row = planes[pols[q], t]
+                re_acc = row_sum[2 * q]
+                im_acc = row_sum[2 * q + 1]
+                for f in range(n_f):
+                    z = p_row[f]
+                    use = not m_row[f]
+                    re_acc[f] += z.real if use else 0.0
+                    im_acc[f] += z.imag if use else 0.0
+        _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+
+
+@njit
+def _statistic(planes, pols, coarse, idx_t, frac_t, idx_f, frac_f, use_complex, mask,
+               d_t, d_f, out, sums, census):
+    """Detection statistic ``x`` (n_time, n_chan) float32 (0 where not finite), and its
+    masked block ``sums`` (n_bt, n_bf, 1) and ``census`` for the next background fit.
+
+    Complex: ``sqrt(mean_q |V_q - B_q|^2)`` with ``B`` interpolated bilinearly
+    from the block background ``coarse`` (n_bt, n_bf, 2k). Amplitude:
+    ``mean_q |V_q|`` (``coarse`` unused).
+    """
+    n_t = planes.shape[1]
+    n_f = planes.shape[2]
+    k = pols.shape[0]
+    n_bt = coarse.shape[0]
+    n_bf = coarse.shape[1]
+    n_v = coarse.shape[2]
+    row = np.empty((n_v, n_bf), np.float64)
+    bg = np.empty((n_v, n_f), np.float32)
+    row_sum = np.zeros((1, n_f), np.float64)
+    row_cnt = np.zeros(n_f, np.float64)
+    row_tw = np.zeros(n_f, np.float64)
+    inv_k = np.float32(1.0 / k)
+    for t in range(n_t):
+        if use_complex:
+            i0 = idx_t[t]
+            i1 = min(i0 + 1, n_bt - 1)
+            a = frac_t[t]
+            for v in range(n_v):
+                for j in range(n_bf):
+                    row[v, j] = coarse[i0, j, v] + (coarse[i1, j, v] - coarse[i0, j, v]) * a
+            for v in range(n_v):
+                for f in range(n_f):
+                    j0 = idx_f[f]
+                    j1 = min(j0 + 1, n_bf - 1)
+                    bg[v, f] = row[v, j0] + (row[v, j1] - row[v, j0]) * frac_f[f]
+        x_row = out[t]
+        x_row[:] = 0.0
+        for q in range(k):
+            p_row = planes[pols[q], t]
+            if use_complex:
+                bre = bg[2 * q]
+                bim = bg[2 * q + 1]
+                for f in range(n_f):
+                    z = p_row[f]
+                    dr = z.real - bre[f]
+                    di = z.imag - bim[f]
+                    x_row[f] += dr * dr + di * di
+            else:
+                for f in range(n_f):
+                    x_row[f] += abs(p_row[f])
+        m_row = mask[t]
+        bt = t // d_t
+        t0 = bt * d_t
+        w_t = (t - (t0 + (min(t0 + d_t, n_t) - t0 - 1) / 2.0)) / d_t
+        for f in range(n_f):
+            x = np.sqrt(x_row[f] * inv_k) if use_complex else x_row[f] * inv_k
+            x = x if math.isfinite(x) else np.float32(0.0)
+            x_row[f] = x
+            use = not m_row[f]
+            row_sum[0, f] += x if use else 0.0
+            row_cnt[f] += 1.0 if use else 0.0
+            row_tw[f] += w_t if use else 0.0
+        if (t + 1) % d_t == 0 or t == n_t - 1:
+            _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+            row_sum[:, :] = 0.0
+            row_cnt[:] = 0.0
+            row_tw[:] = 0.0
+
+
+@njit
+def _subtract_background(x, coarse, idx_t, frac_t, idx_f, frac_f):
+    """``x -= B`` in place, ``B`` bilinear from block channel 0 of ``coarse``."""
+    n_t, n_f = x.shape
+    n_bt = coarse.shape[0]
+    n_bf = coarse.shape[1]
+    row = np.empty(n_bf, np.float64)
+    for t in range(n_t):
+        i0 = idx_t[t]
+        i1 = min(i0 + 1, n_bt - 1)
+        a = frac_t[t]
+        for j in range(n_bf):
+            row[j] = coarse[i0, j, 0] + (coarse[i1, j, 0] - coarse[i0, j, 0]) * a
+        for f in range(n_f):
+            j0 = idx_f[f]
+            j1 = min(j0 + 1, n_bf - 1)
+            x[t, f] -= row[j0] + (row[j1] - row[j0]) * frac_f[f]
+
+
+@njit
+def _input_mask(planes, pols, flags, out):
+    """``out = OR_q flags[q] | ~isfinite(planes[pols[q]])`` (flags (k, n_t, n_f))."""
+    k = pols.shape[0]
+    n_t = planes.shape[1]
+    n_f = planes.shape[2]
+    for t in range(n_t):
+        for f in range(n_f):
+            bad = False
+            for q in range(k):
+                z = planes[pols[q], t, f]
+                bad = bad or flags[q, t, f] or not (math.isfinite(z.real) and math.isfinite(z.imag))
+            out[t, f] = bad
+
+
+@njit
+def _gather_baseline(visibility, flags, b, planes, plane_flags):
+    """Copy baseline ``b`` of (n_time, n_bl, n_chan, n_pol) arrays into (n_pol, n_time, n_chan)."""
+    n_t = visibility.shape[0]
+    n_f = visibility.shape[2]
+    n_p = visibility.shape[3]
+    for t in range(n_t):
+        for f in range(n_f):
+            for p in range(n_p):
+                planes[p, t, f] = visibility[t, b, f, p]
+                plane_flags[p, t, f] = flags[t, b, f, p]
+
+
+@njit
+def _scatter_flags(out, b, detected, planes):
+    """``out[:, b, :, p] |= detected | ~isfinite(planes[p])`` for every polarisation ``p``."""
+    n_t = out.shape[0]
+    n_f = out.shape[2]
+    n_p = out.shape[3]
+    for t in range(n_t):
+        for f in range(n_f):
+            d = detected[t, f]
+            for p in range(n_p):
+                z = planes[p, t, f]
+                bad = not (math.isfinite(z.real) and math.isfinite(z.imag))
+                out[t, b, f, p] = out[t, b, f, p] or d or bad
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class _Workspace:
+    """Buffers for one plane shape, reused across groups and steps."""
+
+    def __init__(self, n_time: int, n_chan: int, grid: BackgroundGrid) -> None:
+        shape, shape_t = (n_time, n_chan), (n_chan, n_time)
+        self.x = np.empty(shape, np.float32)
+        self.x_t = np.empty(shape_t, np.float32)
+        self.ignore_t = np.empty(shape_t, np.bool_)
+        self.det = np.empty(shape, np.bool_)
+        self.work = np.empty(shape, np.bool_)
+        self.work_t = np.empty(shape_t, np.bool_)
+        self.result_t = np.empty(shape_t, np.bool_)
+        self.census = np.empty((*grid.coarse_shape, 3), np.float64)
+        self.sums1 = np.empty((*grid.coarse_shape, 1), np.float64)
+
+
+def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: BackgroundGrid,
+                  ws: _Workspace, cfg: dict) -> NDArray:
+    """Detections (n_time, n_chan) of one polarisation group; see the module docstring."""
+    use_complex = cfg["representation"] == "complex"
+    tables = (grid.idx_time, grid.frac_time, grid.idx_freq, grid.frac_freq)
+    d_t, d_f = grid.block
+    windows = cfg["windows"]
+    _transpose_into(ignore, ws.ignore_t)
+    mask = ignore
+    det = ws.det
+    for step in cfg["sensitivity_steps"]:
+        if use_complex:
+            sums = np.empty((*grid.coarse_shape, 2 * len(pols)), np.float64)
+            _complex_block_sums(planes, pols, mask, d_t, d_f, sums, ws.census)
+            geom = mask_geometry(ws.census, grid)
+            coarse = fit_values(sums, ws.census, geom, grid)
+        else:
+            geom = None
+            coarse = np.zeros((1, 1, 2 * len(pols)), np.float64)
+        _statistic(planes, pols, coarse, *tables, use_complex, mask, d_t, d_f, ws.x,
+                   ws.sums1, ws.census)
+        if geom is None:
+            geom = mask_geometry(ws.census, grid)
+        _subtract_background(ws.x, fit_values(ws.sums1, ws.census, geom, grid), *tables)
+        sigma = _robust_sigma(ws.x, mask, _NOISE_SAMPLES)
+        if not (math.isfinite(sigma) and sigma > 0):
+            det[:, :] = ignore
+            break
+        thresholds = sumthreshold_thresholds(cfg["base_threshold"] * step * sigma, windows,
+                                             cfg["rho"])
+        _transpose_into(ws.x, ws.x_t)
+        _st_plane(ws.x, ws.x_t, ignore, ws.ignore_t, windows, thresholds, True, True,
+                  det, ws.work, ws.work_t, ws.result_t)
+        mask = det
+    # SIR along frequency (rows of det) and along time (rows of det.T), ORed
+    out = np.empty_like(det)
+    num, den = cfg["eta_freq"]
+    _sir_lines(det, ignore, num, den, out)
+    _transpose_into(det, ws.work_t)
+    num, den = cfg["eta_time"]
+    _sir_lines(ws.work_t, ws.ignore_t, num, den, ws.result_t)
+    _or_transposed_into(ws.result_t, out)
+    return out & ~ignore
+
+
+def polarization_groups(pol_groups: str | Sequence[Sequence[int]], n_pol: int
+                        ) -> list[tuple[int, ...]]:
+    """Resolve ``pol_groups`` to tuples of polarisation indices.
+
+    Parameters
+    ----------
+    pol_groups : {"each", "stokes", "all"} or sequence of sequences of int
+        ``"each"``: every polarisation alone (AOFlagger's generic strategy);
+        ``"stokes"``: parallel hands together and cross hands together, i.e.
+        ``[(0, 3), (1, 2)]`` for 4 polarisations in MS order (XX XY YX YY or
+        RR RL LR LL), ``[(0, 1)]`` for 2; ``"all"``: one group of everything.
+    n_pol : int
+        Number of polarisations.
+    """
+    if isinstance(pol_groups, str):
+        if pol_groups == "each":
+            return [(p,) for p in range(n_pol)]
+        if pol_groups == "all":
+            return [tuple(range(n_pol))]
+        if pol_groups == "stokes":
+            return [(0, 3), (1, 2)] if n_pol == 4 else [tuple(range(n_pol))]
+        raise ValueError(f"pol_groups must be 'each', 'stokes', 'all' or index groups, "
+                         f"got {pol_groups!r}")
+    groups = [tuple(int(p) for p in g) for g in pol_groups]
+    if not groups or any(not g for g in groups):
+        raise ValueError(f"pol_groups must be non-empty groups of indices, got {pol_groups!r}")
+    if any(not 0 <= p < n_pol for g in groups for p in g):
+        raise ValueError(f"pol_groups {groups} out of range for {n_pol} polarisations")
+    return groups
+
+
+def _config(*, base_threshold: float, rho: float, windows: Sequence[int],
+            sensitivity_steps: Sequence[float], smoothing_sigma: tuple[float, float],
+            fit_order: int, representation: str, sir_eta: float | tuple[float, float]) -> dict:
+    """Validate the strategy parameters once."""
+    if not (math.isfinite(base_threshold) and base_threshold > 0):
+        raise ValueError(f"base_threshold must be finite and > 0, got {base_threshold!r}")
+    win = np.asarray(windows)
+    sumthreshold_thresholds(1.0, windows, rho)  # validates windows and rho
+    steps = [float(s) for s in sensitivity_steps]
+    if not steps or not all(math.isfinite(s) and s > 0 for s in steps):
+        raise ValueError(f"sensitivity_steps must be positive numbers, got {sensitivity_steps!r}")
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
+                         f"{representation!r}")
+    eta_t, eta_f = (sir_eta, sir_eta) if np.isscalar(sir_eta) else tuple(sir_eta)
+    background_grid((1, 1), smoothing_sigma, None, fit_order)  # validates sigma/order
+    return {
+        "base_threshold": float(base_threshold), "rho": float(rho),
+        "windows": win.astype(np.int64), "sensitivity_steps": steps,
+        "sigma": (float(smoothing_sigma[0]), float(smoothing_sigma[1])),
+        "fit_order": int(fit_order), "representation": representation,
+        "eta_time": _eta_fraction(float(eta_t)), "eta_freq": _eta_fraction(float(eta_f)),
+    }
+
+
+_STRATEGY_DOC = """
+    base_threshold : float
+        ``chi_1`` of the last step in units of the robust noise of the residual;
+        default 7.0.
+    rho : float
+        SumThreshold ``chi_M = chi_1 / rho ** log2(M)``; default 1.5.
+    windows : sequence of int
+        SumThreshold window lengths in samples; default ``(1, 2, 4, ..., 64)``.
+    sensitivity_steps : sequence of float
+        Threshold multipliers of the successive fit/threshold steps, the last
+        normally 1; default ``(4.0, 2.0, 1.0)``.
+    smoothing_sigma : (float, float)
+        Gaussian-equivalent widths (time samples, channels) of the background
+        fit; default ``(6.0, 6.0)``.
+    fit_order : {0, 1}
+        Background fit: local constant (0) or local plane (1, default).
+    representation : {"complex", "amplitude"}
+        Detection statistic (module docstring); default ``"complex"``.
+    sir_eta : float or (float, float)
+        SIR aggressiveness (time, frequency); default 0.2.
+"""
+
+def _document_strategy(func):
+    """Insert the shared strategy parameter docs at ``{strategy}`` of the docstring."""
+    func.__doc__ = func.__doc__.replace("{strategy}", _STRATEGY_DOC.strip("\n").lstrip())
+    return func
+
+
+_DEFAULTS = {
+    "base_threshold": 7.0, "rho": 1.5, "windows": DEFAULT_WINDOWS,
+    "sensitivity_steps": (4.0, 2.0, 1.0), "smoothing_sigma": (6.0, 6.0), "fit_order": 1,
+    "representation": "complex", "sir_eta": 0.2,
+}
+
+
+@_document_strategy
+def rfi_flag_planes(
+    planes: NDArray,
+    flags: NDArray | None = None,
+    *,
+    base_threshold: float = 7.0,
+    rho: float = 1.5,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    sensitivity_steps: Sequence[float] = (4.0, 2.0, 1.0),
+    smoothing_sigma: tuple[float, float] = (6.0, 6.0),
+    fit_order: int = 1,
+    representation: str = "complex",
+    sir_eta: float | tuple[float, float] = 0.2,
+) -> NDArray:
+    """Detect RFI on one group of time x frequency planes (one baseline).
+
+    Parameters
+    ----------
+    planes : ndarray, shape (n_time, n_chan) or (k, n_time, n_chan)
+        Visibilities (complex64/complex128) or real values (float32/float64,
+        taken as complex with zero imaginary part) of the ``k`` polarisations that
+        are combined into one detection statistic.
+    flags : ndarray of bool, shape of ``planes`` or (n_time, n_chan), or None
+        Input flags, excluded from every sum and fit (ORed over the ``k`` planes).
+    {strategy}
+
+    Returns
+    -------
+    ndarray of bool, shape (n_time, n_chan)
+        Input flags (ORed over planes) OR detections.
+    """
+    planes = np.asarray(planes)
+    if planes.ndim == 2:
+        planes = planes[None]
+    if planes.ndim != 3 or min(planes.shape) < 1:
+        raise ValueError(f"planes must be (n_time, n_chan) or (k, n_time, n_chan), "
+                         f"got shape {planes.shape}")
+    if planes.dtype not in (np.complex64, np.complex128, np.float32, np.float64):
+        raise ValueError(f"planes must be complex or float, got {planes.dtype}")
+    planes = np.ascontiguousarray(planes, np.complex64)
+    if flags is None:
+        flags = np.zeros(planes.shape, np.bool_)
+    flags = np.asarray(flags)
+    if flags.dtype != np.bool_:
+        raise ValueError(f"flags must be bool, got {flags.dtype}")
+    if flags.shape == planes.shape[1:]:
+        flags = np.broadcast_to(flags, planes.shape)
+    if flags.shape != planes.shape:
+        raise ValueError(f"flags shape {flags.shape} does not match planes {planes.shape}")
+    cfg = _config(base_threshold=base_threshold, rho=rho, windows=windows,
+                  sensitivity_steps=sensitivity_steps, smoothing_sigma=smoothing_sigma,
+                  fit_order=fit_order, representation=representation, sir_eta=sir_eta)
+    k, n_time, n_chan = planes.shape
+    grid = background_grid((n_time, n_chan), cfg["sigma"], None, cfg["fit_order"])
+    ws = _Workspace(n_time, n_chan, grid)
+    pols = np.arange(k, dtype=np.int64)
+    ignore = np.empty((n_time, n_chan), np.bool_)
+    _input_mask(planes, pols, np.ascontiguousarray(flags), ignore)
+    return ignore | _detect_group(planes, pols, ignore, grid, ws, cfg)
+
+
+@_document_strategy
+def rfi_flag(
+    visibility: NDArray,
+    flags: NDArray | None = None,
+    *,
+    pol_groups: str | Sequence[Sequence[int]] = "each",
+    **strategy,
+) -> NDArray:
+    """Detect RFI in a visibility block laid out as the data model.
+
+    Every baseline is one independent time x frequency problem: a Dask wrapper
+    must give each call *whole* time and frequency axes (chunks along
+    ``baseline_id`` only; polarisation whole). Memory beyond the inputs and the
+    output: per (time, channel) about ``9 n_pol + 18`` bytes of work arrays, i.e.
+    1.7 times one baseline's complex64 ``VISIBILITY`` for 4 polarisations.
+
+    Parameters
+    ----------
+    visibility : ndarray of complex64 or complex128, shape (n_time, n_baseline, n_chan, n_pol)
+        ``VISIBILITY`` (any unit; thresholds are relative to the noise).
+    flags : ndarray of bool, same shape, or None
+        ``FLAG``; flagged samples take no part and stay flagged.
+    pol_groups : {"each", "stokes", "all"} or sequence of sequences of int
+        Polarisations combined into one detection statistic
+        (:func:`polarization_groups`); default ``"each"`` (AOFlagger's generic
+        strategy: every polarisation alone, detections ORed).
+    **strategy
+        Keyword parameters of :func:`rfi_flag_planes`:
+    {strategy}
+
+    Returns
+    -------
+    ndarray of bool, shape (n_time, n_baseline, n_chan, n_pol)
+        ``flags`` OR the detections, the latter set on all polarisations.
+    """
+    unknown = set(strategy) - set(_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown strategy parameters: {sorted(unknown)}")
+    visibility = np.asarray(visibility)
+    if visibility.ndim != 4:
+        raise ValueError(f"visibility must be (n_time, n_baseline, n_chan, n_pol), "
+                         f"got shape {visibility.shape}")
+    if visibility.dtype not in (np.complex64, np.complex128):
+        raise ValueError(f"visibility must be complex64 or complex128, got {visibility.dtype}")
+    if flags is None:
+        flags = np.zeros(visibility.shape, np.bool_)
+    flags = np.asarray(flags)
+    if flags.dtype != np.bool_ or flags.shape != visibility.shape:
+        raise ValueError("flags must be a bool array of the same shape as visibility")
+    n_time, n_bl, n_chan, n_pol = visibility.shape
+    groups = polarization_groups(pol_groups, n_pol)
+    cfg = _config(**{**_DEFAULTS, **strategy})
+    out = flags.copy()
+    if min(visibility.shape) == 0:
+        return out
+    grid = background_grid((n_time, n_chan), cfg["sigma"], None, cfg["fit_order"])
+    ws = _Workspace(n_time, n_chan, grid)
+    ignore = np.empty((n_time, n_chan), np.bool_)
+    planes = np.empty((n_pol, n_time, n_chan), np.complex64)
+    plane_flags = np.empty((n_pol, n_time, n_chan), np.bool_)
+    detected = np.empty((n_time, n_chan), np.bool_)
+    for b in range(n_bl):
+        _gather_baseline(visibility, flags, b, planes, plane_flags)
+        detected[:, :] = False
+        for group in groups:
+            pols = np.asarray(group, np.int64)
+            _input_mask(planes, pols, plane_flags[pols], ignore)
+            detected |= _detect_group(planes, pols, ignore, grid, ws, cfg)
+        _scatter_flags(out, b, detected, planes)
+    return out
