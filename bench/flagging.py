@@ -1,0 +1,139 @@
+"""RFI flagging of a whole simulated observation: the daskcal ``flag`` stage beside AOFlagger.
+
+Run: ``.venv/bin/python bench/flagging.py [--duration 1200] [--n-chan 256]``
+
+Simulates a LOFAR-HBA-like observation with RFI (narrow-band lines, a broadband burst,
+impulsive spikes) and its truth mask, then flags it
+
+1. with the daskcal ``flag`` stage (RFI part only; its default strategy) on 1 and 2 threads;
+2. with AOFlagger's generic strategy (PyPI ``aoflagger``, run per baseline on the same
+   visibilities in a subprocess of a Python that has it: see ``bench/flagging_kernel.py``).
+
+and prints time, visibilities/s per core, recall (RFI above 3 sigma) and false-positive rate
+(of clean samples) of both against the truth, and the speed ratio. The kernel-level
+comparison on one large block is ``bench/flagging_kernel.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flagging_kernel import aoflagger_python
+
+AOFLAGGER_OBS_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import aoflagger
+
+work = Path(sys.argv[1])
+vis = np.load(work / "vis.npy", mmap_mode="r")   # (n_bl, n_time, n_chan, n_pol)
+n_bl, n_time, n_chan, n_pol = vis.shape
+flagger = aoflagger.AOFlagger()
+strategy = flagger.load_strategy_file(flagger.find_strategy_file(aoflagger.TelescopeId.Generic))
+out = np.zeros((n_bl, n_time, n_chan), bool)
+cpu = 0.0
+wall = 0.0
+for b in range(n_bl):
+    data = flagger.make_image_set(n_time, n_chan, 2 * n_pol)
+    for p in range(n_pol):
+        data.set_image_buffer(2 * p, np.ascontiguousarray(vis[b, :, :, p].real.T, np.float32))
+        data.set_image_buffer(2 * p + 1, np.ascontiguousarray(vis[b, :, :, p].imag.T, np.float32))
+    w0, c0 = time.perf_counter(), time.process_time()
+    flags = strategy.run(data)
+    wall += time.perf_counter() - w0
+    cpu += time.process_time() - c0
+    out[b] = flags.get_buffer().T.astype(bool)
+np.save(work / "flags.npy", out)
+print(json.dumps({"wall_s": wall, "cpu_s": cpu, "version": flagger.get_version_string()}))
+"""
+
+
+def scores(flags: np.ndarray, mask: np.ndarray, strong: np.ndarray) -> tuple[float, float]:
+    """(recall of strong RFI, false-positive rate of clean samples)."""
+    return float(flags[strong].mean()), float(flags[~mask].mean())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=1200.0, help="seconds (2 s steps)")
+    parser.add_argument("--n-chan", type=int, default=256)
+    parser.add_argument("--aoflagger-python", default=None)
+    args = parser.parse_args(argv)
+
+    import dask
+
+    from daskcal.data.model import iter_partitions
+    from daskcal.stages.flag import FlagConfig, flag
+    from daskcal.testing import SimulationConfig, simulate_observation
+
+    cfg = SimulationConfig.model_validate({
+        "array": "lofar", "lofar": {"n_core": 6, "n_remote": 4}, "duration_s": args.duration,
+        "integration_s": 2.0, "n_chan": args.n_chan, "seed": 11,
+        "sky": {"preset": "random-field", "n_sources": 10},
+        "rfi": {"enabled": True, "n_lines": 4, "n_bursts": 2, "burst_duration_s": 6,
+                "burst_strength": 4.0, "spike_probability": 1e-3, "spike_strength": 30.0},
+    })
+    obs, truth = simulate_observation(cfg)
+    (_, xds), = iter_partitions(obs)
+    auto = xds.baseline_antenna1_name.values == xds.baseline_antenna2_name.values
+    xds = xds.isel(baseline_id=np.flatnonzero(~auto))
+    xds, mask, amp, sigma = dask.compute(
+        xds, truth["rfi"]["RFI_MASK"].data[:, ~auto], truth["rfi"]["RFI_AMPLITUDE"].data[:, ~auto],
+        truth["noise"]["NOISE_SIGMA"].data[~auto])
+    strong = mask & (amp > 3 * sigma[None, :, None, None])
+    n_vis = int(np.prod(xds.VISIBILITY.shape))
+    print(f"observation: {dict(xds.sizes)}, {n_vis / 1e6:.1f} M visibilities, "
+          f"RFI occupancy {mask.mean():.3%}")
+
+    fcfg = FlagConfig.model_validate({"preflag": {"autocorrelations": False,
+                                                  "non_finite": False}})
+    xds_d = xds.chunk({"time": -1})
+    flag(xds_d.isel(time=slice(0, 64), baseline_id=slice(0, 2)), fcfg).FLAG.compute()  # jit
+    results = {}
+    for threads in (1, 2):
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            t0 = time.perf_counter()
+            ours = flag(xds_d, fcfg).FLAG.values
+            wall = time.perf_counter() - t0
+        results[f"daskcal ({threads} thr)"] = (wall * threads, *scores(ours, mask, strong))
+        print(f"daskcal {threads} thread(s): {wall:.2f} s wall, "
+              f"{n_vis / wall / threads / 1e6:.2f} Mvis/s per core")
+
+    python = aoflagger_python(args.aoflagger_python)
+    if python is None:
+        print("aoflagger: not available (pip install aoflagger into /tmp/aoflagger-venv)")
+    else:
+        with tempfile.TemporaryDirectory(prefix="daskcal-bench-") as tmp:
+            np.save(Path(tmp) / "vis.npy",
+                    np.ascontiguousarray(np.transpose(xds.VISIBILITY.values, (1, 0, 2, 3))))
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            proc = subprocess.run([python, "-c", AOFLAGGER_OBS_SCRIPT, tmp], capture_output=True,
+                                  text=True, env=env, check=True)
+            timing = json.loads(proc.stdout.strip().splitlines()[-1])
+            theirs = np.load(Path(tmp) / "flags.npy").transpose(1, 0, 2)[..., None]
+        theirs = np.broadcast_to(theirs, mask.shape)
+        results[f"AOFlagger {timing['version']}"] = (timing["cpu_s"], *scores(theirs, mask, strong))
+
+    print(f"\n{'flagger':<28}{'core-s':>9}{'Mvis/s/core':>13}{'recall':>9}{'FPR':>9}")
+    for name, (core_s, recall, fpr) in results.items():
+        print(f"{name:<28}{core_s:9.2f}{n_vis / core_s / 1e6:13.2f}{recall:9.4f}{fpr:9.4f}")
+    names = list(results)
+    if len(names) == 3:
+        print(f"speed ratio daskcal (1 thread) / AOFlagger per core: "
+              f"{results[names[2]][0] / results[names[0]][0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
