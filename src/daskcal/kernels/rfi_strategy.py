@@ -6,28 +6,36 @@ on the time x frequency plane:
 
 1. **Detection statistic** ``x`` (``representation``):
 
-   * ``"complex"`` (default): a smooth *complex* background ``B_p`` is fitted to
-     each visibility plane ``V_p`` and ``x = sqrt(mean_p |V_p - B_p|^2)``. RFI is
-     found whatever its phase relative to the sky signal; where the sky fringes
-     faster than the fit can follow, ``x`` tends to the amplitude and the method
-     degrades gracefully into the amplitude one.
-   * ``"amplitude"``: ``x = mean_p |V_p|`` (AOFlagger's default representation).
+   * ``"amplitude"`` (default): ``x = mean_p |V_p|`` (AOFlagger's default
+     representation).
+   * ``"complex"``: a smooth *complex* background ``B_p`` is fitted to each
+     visibility plane ``V_p`` and ``x = sqrt(mean_p |V_p - B_p|^2)``. RFI is found
+     whatever its phase relative to the sky signal (useful when polarisations
+     of very different brightness share a group); where the sky fringes faster
+     than the fit can follow, ``x`` tends to the amplitude. The *first* step
+     always uses the amplitude: strong RFI of random phase (a persistent line at
+     a band edge) would otherwise pull the unmasked complex fit far off on its
+     neighbours, which would then be masked and extrapolated into.
 
 2. **Residual** ``r = x - smooth(x)``, the background being a masked, first-order
    normalised convolution (:mod:`daskcal.kernels.rfi_background`; the complex
    background of step 1 is the same fit).
-3. **Noise** ``sigma = 1.4826 MAD(r)`` of the samples not yet flagged.
-4. **SumThreshold** on ``r`` with ``chi_1 = base_threshold * step * sigma`` along
-   time and frequency (:mod:`daskcal.kernels.sumthreshold`). Each step starts
-   from the *input* flags (within a step, each window length excludes what the
-   shorter ones flagged), so every sample is judged afresh against the better
-   background.
+3. **Noise** ``sigma = 1.4826 MAD(r)`` of (a strided sample of) the samples not
+   yet flagged.
+4. **SumThreshold** on ``r`` with ``chi_1 = base_threshold * step * sigma``,
+   starting from the *input* flags so that every sample is judged afresh against
+   the better background. As in AOFlagger, the two directions are interleaved on
+   one mask: for each window length the time pass and then the frequency pass,
+   each excluding everything flagged so far in either direction. A burst found
+   along frequency is then not summed again by the longer time windows, which
+   would otherwise spread it onto the clean integrations next to it.
 5. Steps 1-4 repeat for each ``step`` of ``sensitivity_steps`` (default 4, 2, 1):
    the flags of a step mask the background fits and the noise estimate of the
    next, so strong RFI no longer biases them when the threshold is lowest.
-6. **SIR** dilation (``eta`` 0.2) along time and frequency of the last step's flags.
+6. **SIR** dilation (``eta`` 0.2) along time and frequency, once per baseline,
+   of the union of the groups' last-step detections (AOFlagger's order).
 
-The detections of all groups are ORed and set on every polarisation; the input
+The dilated detections are set on every polarisation; the input
 flags are kept as they are. Non-finite visibilities are treated as flagged on
 input (and so come out flagged).
 """
@@ -54,7 +62,7 @@ from daskcal.kernels.sumthreshold import (
     _eta_fraction,
     _or_transposed_into,
     _sir_lines,
-    _st_plane,
+    _st_plane_interleaved,
     _transpose_into,
     sumthreshold_thresholds,
 )
@@ -64,7 +72,7 @@ __all__ = ["REPRESENTATIONS", "polarization_groups", "rfi_flag", "rfi_flag_plane
 #: Accepted values of ``representation``.
 REPRESENTATIONS: tuple[str, ...] = ("complex", "amplitude")
 #: Samples used for each robust noise estimate.
-_NOISE_SAMPLES = 1 << 16
+_NOISE_SAMPLES = 1 << 13
 
 
 # --------------------------------------------------------------------------- kernels
@@ -252,16 +260,21 @@ class _Workspace:
         self.x_t = np.empty(shape_t, np.float32)
         self.ignore_t = np.empty(shape_t, np.bool_)
         self.det = np.empty(shape, np.bool_)
+        self.det_t = np.empty(shape_t, np.bool_)
         self.work = np.empty(shape, np.bool_)
         self.work_t = np.empty(shape_t, np.bool_)
         self.result_t = np.empty(shape_t, np.bool_)
         self.census = np.empty((*grid.coarse_shape, 3), np.float64)
         self.sums1 = np.empty((*grid.coarse_shape, 1), np.float64)
+        self.no_coarse = np.zeros((1, 1, 2), np.float64)
 
 
 def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: BackgroundGrid,
                   ws: _Workspace, cfg: dict) -> NDArray:
-    """Detections (n_time, n_chan) of one polarisation group; see the module docstring."""
+    """Detections (n_time, n_chan) of one polarisation group before the SIR (steps 1-5).
+
+    Returns ``ws.det`` (overwritten by the next call): input flags OR detections.
+    """
     use_complex = cfg["representation"] == "complex"
     tables = (grid.idx_time, grid.frac_time, grid.idx_freq, grid.frac_freq)
     d_t, d_f = grid.block
@@ -269,18 +282,20 @@ def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: Backgro
     _transpose_into(ignore, ws.ignore_t)
     mask = ignore
     det = ws.det
-    for step in cfg["sensitivity_steps"]:
-        if use_complex:
+    for i_step, step in enumerate(cfg["sensitivity_steps"]):
+        # the first step detects on the amplitude: strong RFI of random phase would
+        # otherwise pull an unmasked complex fit far from its neighbours
+        complex_step = use_complex and i_step > 0
+        if complex_step:
             sums = np.empty((*grid.coarse_shape, 2 * len(pols)), np.float64)
             _complex_block_sums(planes, pols, mask, d_t, d_f, sums, ws.census)
             geom = mask_geometry(ws.census, grid)
             coarse = fit_values(sums, ws.census, geom, grid)
         else:
-            geom = None
-            coarse = np.zeros((1, 1, 2 * len(pols)), np.float64)
-        _statistic(planes, pols, coarse, *tables, use_complex, mask, d_t, d_f, ws.x,
+            coarse = ws.no_coarse
+        _statistic(planes, pols, coarse, *tables, complex_step, mask, d_t, d_f, ws.x,
                    ws.sums1, ws.census)
-        if geom is None:
+        if not complex_step:
             geom = mask_geometry(ws.census, grid)
         _subtract_background(ws.x, fit_values(ws.sums1, ws.census, geom, grid), *tables)
         sigma = _robust_sigma(ws.x, mask, _NOISE_SAMPLES)
@@ -290,14 +305,21 @@ def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: Backgro
         thresholds = sumthreshold_thresholds(cfg["base_threshold"] * step * sigma, windows,
                                              cfg["rho"])
         _transpose_into(ws.x, ws.x_t)
-        _st_plane(ws.x, ws.x_t, ignore, ws.ignore_t, windows, thresholds, True, True,
-                  det, ws.work, ws.work_t, ws.result_t)
+        det[:, :] = ignore
+        ws.det_t[:, :] = ws.ignore_t
+        _st_plane_interleaved(ws.x, ws.x_t, det, ws.det_t, windows, thresholds, ws.work,
+                              ws.work_t)
         mask = det
-    # SIR along frequency (rows of det) and along time (rows of det.T), ORed
+    return det
+
+
+def _sir_dilate(det: NDArray, ignore: NDArray, ws: _Workspace, cfg: dict) -> NDArray:
+    """SIR along frequency (rows) and time (columns) of ``det``, ORed, minus ``ignore``."""
     out = np.empty_like(det)
     num, den = cfg["eta_freq"]
     _sir_lines(det, ignore, num, den, out)
     _transpose_into(det, ws.work_t)
+    _transpose_into(ignore, ws.ignore_t)
     num, den = cfg["eta_time"]
     _sir_lines(ws.work_t, ws.ignore_t, num, den, ws.result_t)
     _or_transposed_into(ws.result_t, out)
@@ -373,11 +395,13 @@ _STRATEGY_DOC = """
         normally 1; default ``(4.0, 2.0, 1.0)``.
     smoothing_sigma : (float, float)
         Gaussian-equivalent widths (time samples, channels) of the background
-        fit; default ``(6.0, 6.0)``.
+        fit; default ``(6.0, 2.5)``: narrow in frequency, where a bright source
+        off the phase centre fringes fastest on long baselines, wider in time so
+        that short broadband bursts are not absorbed by the fit.
     fit_order : {0, 1}
         Background fit: local constant (0) or local plane (1, default).
     representation : {"complex", "amplitude"}
-        Detection statistic (module docstring); default ``"complex"``.
+        Detection statistic (module docstring); default ``"amplitude"``.
     sir_eta : float or (float, float)
         SIR aggressiveness (time, frequency); default 0.2.
 """
@@ -390,8 +414,8 @@ def _document_strategy(func):
 
 _DEFAULTS = {
     "base_threshold": 7.0, "rho": 1.5, "windows": DEFAULT_WINDOWS,
-    "sensitivity_steps": (4.0, 2.0, 1.0), "smoothing_sigma": (6.0, 6.0), "fit_order": 1,
-    "representation": "complex", "sir_eta": 0.2,
+    "sensitivity_steps": (4.0, 2.0, 1.0), "smoothing_sigma": (6.0, 2.5), "fit_order": 1,
+    "representation": "amplitude", "sir_eta": 0.2,
 }
 
 
@@ -404,9 +428,9 @@ def rfi_flag_planes(
     rho: float = 1.5,
     windows: Sequence[int] = DEFAULT_WINDOWS,
     sensitivity_steps: Sequence[float] = (4.0, 2.0, 1.0),
-    smoothing_sigma: tuple[float, float] = (6.0, 6.0),
+    smoothing_sigma: tuple[float, float] = (6.0, 2.5),
     fit_order: int = 1,
-    representation: str = "complex",
+    representation: str = "amplitude",
     sir_eta: float | tuple[float, float] = 0.2,
 ) -> NDArray:
     """Detect RFI on one group of time x frequency planes (one baseline).
@@ -453,7 +477,8 @@ def rfi_flag_planes(
     pols = np.arange(k, dtype=np.int64)
     ignore = np.empty((n_time, n_chan), np.bool_)
     _input_mask(planes, pols, np.ascontiguousarray(flags), ignore)
-    return ignore | _detect_group(planes, pols, ignore, grid, ws, cfg)
+    return ignore | _sir_dilate(_detect_group(planes, pols, ignore, grid, ws, cfg), ignore, ws,
+                                cfg)
 
 
 @_document_strategy
@@ -517,12 +542,16 @@ def rfi_flag(
     planes = np.empty((n_pol, n_time, n_chan), np.complex64)
     plane_flags = np.empty((n_pol, n_time, n_chan), np.bool_)
     detected = np.empty((n_time, n_chan), np.bool_)
+    any_ignored = np.empty((n_time, n_chan), np.bool_)
+    group_pols = [np.asarray(group, np.int64) for group in groups]
+    all_pols = np.arange(n_pol, dtype=np.int64)
     for b in range(n_bl):
         _gather_baseline(visibility, flags, b, planes, plane_flags)
         detected[:, :] = False
-        for group in groups:
-            pols = np.asarray(group, np.int64)
+        for pols in group_pols:
             _input_mask(planes, pols, plane_flags[pols], ignore)
             detected |= _detect_group(planes, pols, ignore, grid, ws, cfg)
-        _scatter_flags(out, b, detected, planes)
+        # one SIR of the union of the groups' detections (as AOFlagger's strategy)
+        _input_mask(planes, all_pols, plane_flags, any_ignored)
+        _scatter_flags(out, b, _sir_dilate(detected, any_ignored, ws, cfg), planes)
     return out

@@ -19,9 +19,12 @@ Planes are ``(n_time, n_chan)``; a stack of planes is ``(..., n_time, n_chan)``.
 flagged sample and comparing with ``count * chi_M`` is the same as the paper's
 "replace flagged values by the threshold" (``sum + n_flagged * chi_M > M * chi_M``)
 for positive excursions; excluding it also keeps negative excursions symmetric.
-A window with no usable sample is never flagged. The time and frequency
-directions are run independently from the same input flags and ORed, so the result
-does not depend on which direction goes first.
+A window with no usable sample is never flagged. In :func:`sumthreshold` the time
+and frequency directions are run independently from the same input flags and ORed,
+so the result does not depend on which direction goes first; the RFI strategy
+(:mod:`daskcal.kernels.rfi_strategy`) uses the interleaved order of AOFlagger
+instead (``_st_plane_interleaved``: each window length along time, then along
+frequency, on one shared mask).
 
 Window sums use O(1) sliding updates in the dtype of the values (float32 planes
 run twice as fast as float64 ones) and are recomputed exactly, in float64, every
@@ -80,13 +83,11 @@ def _window_sums(values, flags, start, window, total, count):
 
 
 @njit
-def _st_pass_rows(values, flags_in, flags_out, window, threshold):
-    """One SumThreshold pass along axis 0 of a C-ordered 2-D plane, vectorised on axis 1.
+def _st_pass_core(values, flags_in, flags_out, window, threshold, mirror, use_mirror):
+    """One SumThreshold pass along axis 0 (see :func:`_st_pass_rows`).
 
-    ``flags_out[t, j]`` is ``flags_in[t, j]`` or "some window ``[s, s + window)``
-    containing ``t`` has ``|sum of usable| > count * threshold``". Sums run in the
-    dtype of ``values`` (float32 is twice as fast) and are recomputed exactly every
-    ``_RESYNC`` window positions so that rounding cannot drift along long lines.
+    If ``use_mirror``, every sample newly flagged at ``[t, j]`` is also set at
+    ``mirror[j, t]``, so that a transposed copy of the mask stays in step.
     """
     n, m = values.shape
     if window > n:
@@ -112,6 +113,7 @@ def _st_pass_rows(values, flags_in, flags_out, window, threshold):
         f_out = flags_out[t]
         t_stop = np.int32(t + window)
         t_now = np.int32(t)
+        n_new = 0
         for j in range(m):
             usable = not f_end[j]
             tot = total[j] + (v_end[j] if usable else zero)
@@ -119,14 +121,35 @@ def _st_pass_rows(values, flags_in, flags_out, window, threshold):
             hit = (cnt > zero) & (abs(tot) > cnt * thr)
             stop = t_stop if hit else until[j]
             until[j] = stop
-            f_out[j] = f_first[j] | (t_now < stop)
+            new = t_now < stop
+            n_new += new
+            f_out[j] = f_first[j] | new
             first_usable = not f_first[j]
             total[j] = tot - (v_first[j] if first_usable else zero)
             count[j] = cnt - (one if first_usable else zero)
+        if use_mirror and n_new > 0:
+            for j in range(m):
+                if f_out[j]:
+                    mirror[j, t] = True
     for t in range(last_start + 1, n):
         t_now = np.int32(t)
         for j in range(m):
-            flags_out[t, j] = flags_in[t, j] | (t_now < until[j])
+            new = t_now < until[j]
+            flags_out[t, j] = flags_in[t, j] | new
+            if use_mirror and new:
+                mirror[j, t] = True
+
+
+@njit
+def _st_pass_rows(values, flags_in, flags_out, window, threshold):
+    """One SumThreshold pass along axis 0 of a C-ordered 2-D plane, vectorised on axis 1.
+
+    ``flags_out[t, j]`` is ``flags_in[t, j]`` or "some window ``[s, s + window)``
+    containing ``t`` has ``|sum of usable| > count * threshold``". Sums run in the
+    dtype of ``values`` (float32 is twice as fast) and are recomputed exactly every
+    ``_RESYNC`` window positions so that rounding cannot drift along long lines.
+    """
+    _st_pass_core(values, flags_in, flags_out, window, threshold, flags_out, False)
 
 
 @njit
@@ -188,6 +211,30 @@ def _st_plane(values, values_t, flags_in, flags_in_t, windows, thresholds, do_ti
     if do_freq:
         _st_rows(values_t, flags_in_t, windows, thresholds, result_t, work_t)
         _or_transposed_into(result_t, flags_out)
+
+
+@njit
+def _st_plane_interleaved(values, values_t, flags, flags_t, windows, thresholds, work, work_t):
+    """SumThreshold of one plane with the directions interleaved on one shared mask.
+
+    For each window length, the time pass and then the frequency pass run, each
+    excluding everything flagged so far in *either* direction (AOFlagger's
+    order). A feature found along one axis is then no longer summed by the longer
+    windows of the other, which keeps those windows from spreading it onto its
+    clean neighbours. ``values_t`` is the (n_chan, n_time) transpose of
+    ``values``. On entry ``flags`` (n_time, n_chan) holds the input flags and
+    ``flags_t`` their transpose; on return both hold the result. ``work`` and
+    ``work_t`` are bool work arrays of the same shapes. Each pass writes its new
+    flags into the other layout too, so no full transpose is needed.
+    """
+    a, a_t, b, b_t = flags, flags_t, work, work_t
+    for k in range(windows.shape[0]):
+        _st_pass_core(values, a, b, windows[k], thresholds[k], a_t, True)
+        _st_pass_core(values_t, a_t, b_t, windows[k], thresholds[k], b, True)
+        a, a_t, b, b_t = b, b_t, a, a_t
+    if windows.shape[0] % 2 == 1:
+        flags[:, :] = a
+        flags_t[:, :] = a_t
 
 
 @njit

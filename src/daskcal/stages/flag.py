@@ -56,13 +56,15 @@ class RFIConfig(BaseModel):
         default_factory=lambda: [4.0, 2.0, 1.0],
         description="threshold multipliers of the successive iterations (last one 1)")
     smoothing_sigma: tuple[float, float] = Field(
-        (2.5, 2.5), description="width of the background fit (time, frequency), samples; "
-        "wider fits cannot follow the fringes of bright sources on long baselines")
+        (6.0, 2.5), description="width of the background fit (time, frequency), samples; "
+        "a wider frequency fit cannot follow the fringes of bright sources on long baselines, "
+        "a narrower time fit absorbs short broadband bursts")
     fit_order: Literal[0, 1] = Field(1, description="0: masked smoothing; 1: local plane fit")
     representation: Literal["complex", "amplitude"] = Field(
         "amplitude", description="detect on |V| (AOFlagger's default) or on "
-        "|V - complex background| (finds weak RFI of any phase on a bright source, but the "
-        "complex fit degrades next to flagged band edges)")
+        "|V - complex background| (finds weak RFI of any phase on a bright source; slower, "
+        "and a few per cent false positives remain in the channel next to a flagged "
+        "band edge)")
     sir_eta: float = Field(0.2, ge=0, lt=1, description="SIR operator aggressiveness")
     pol_groups: Literal["each", "stokes", "all"] = Field(
         "each", description="each polarisation alone (ORed), parallel/cross hands, or all")

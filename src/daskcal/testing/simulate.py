@@ -35,6 +35,10 @@ Truth tree (``xr.DataTree``)::
     /noise       NOISE_SIGMA (baseline_id), SEFD (antenna_name)
     /rfi         RFI_MASK, RFI_AMPLITUDE (time, baseline_id, frequency, polarization)
                                                                          [if enabled]
+    /directions  VISIBILITY_CORRUPTED (patch, time, baseline_id, frequency, polarization):
+                 each patch's own contribution with all corruptions but noise and RFI
+                 (a component without a patch is its own); they add up to
+                 /model VISIBILITY_CORRUPTED        [if ``direction_truth=True``]
 """
 
 from __future__ import annotations
@@ -330,6 +334,8 @@ def _beam_block(times, freqs, terms):
 
 def simulate_observation(
     config: SimulationConfig | Mapping[str, Any],
+    *,
+    direction_truth: bool = False,
 ) -> tuple[xr.DataTree, xr.DataTree]:
     """Build a lazy simulated observation and its lazy truth.
 
@@ -337,6 +343,9 @@ def simulate_observation(
     ----------
     config : SimulationConfig or mapping
         Validated with :class:`SimulationConfig`.
+    direction_truth : bool
+        Add the ``/directions`` node (per-patch true visibilities; one more prediction
+        per patch when computed).
 
     Returns
     -------
@@ -474,6 +483,10 @@ def simulate_observation(
                                                                  {"units": "Jy"})},
             coords=vis_coords)
 
+    if direction_truth:
+        truth_nodes["directions"] = _direction_truth(sky, recipe, lmn, uvw, t_d, f_d, ti_d, fi_d,
+                                                     coh, vis_coords)
+
     shape = (n_time, n_bl, cfg.n_chan, n_pol)
     weight = (1.0 / sigma**2 if cfg.noise.enabled else np.ones(n_bl)).astype(np.float32)
     vis_xds = make_visibility_xds(
@@ -514,6 +527,33 @@ def simulate_observation(
     for key, node in truth_nodes.items():
         truth[key] = xr.DataTree(dataset=node)
     return obs, truth
+
+
+def _direction_truth(sky, recipe, lmn, uvw, t_d, f_d, ti_d, fi_d, coh, vis_coords) -> xr.Dataset:
+    """Per-patch corrupted visibilities (no noise, no RFI), stacked along ``patch``."""
+    import dataclasses
+
+    patch_of = np.where(sky.patch == "", sky.name, sky.patch)
+    names = list(dict.fromkeys(patch_of.tolist()))
+    parts = []
+    for name in names:
+        idx = np.flatnonzero(patch_of == name)
+        terms = recipe.terms
+        if terms is not None:
+            terms = dataclasses.replace(terms, lmn=lmn[idx], src_ra=sky.ra[idx],
+                                        src_dec=sky.dec[idx])
+        sub = dataclasses.replace(recipe, lmn=lmn[idx], shape=sky.shape_params[idx], terms=terms,
+                                  noise=False, rfi=None)
+        parts.append(da.blockwise(_data_block, "tbfc", uvw, "tbx", t_d, "t", f_d, "f", ti_d, "t",
+                                  fi_d, "f", coh[idx], "sfc", sub, None, concatenate=True,
+                                  dtype=np.complex64, meta=np.empty((0, 0, 0, 0), np.complex64)))
+    stacked = (da.stack(parts) if parts else
+               da.zeros((0,) + tuple(len(vis_coords[k]) for k in ("time", "baseline_id",
+                                                                  "frequency", "polarization")),
+                        dtype=np.complex64))
+    return xr.Dataset(
+        {"VISIBILITY_CORRUPTED": (("patch",) + VIS_DIMS, stacked, {"units": "Jy"})},
+        coords={**vis_coords, "patch": np.array(names, dtype=str)})
 
 
 def write_simulation(

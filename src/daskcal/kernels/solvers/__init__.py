@@ -381,3 +381,7 @@ def propagate_gain_flags(
 
 __all__ = ["MODES", "GainSolutions", "correct_visibilities", "propagate_gain_flags",
            "solve_gains"]
+
+from daskcal.kernels.solvers._multidir import MULTIDIR_MODES, MultiDirSolutions, solve_multidir  # noqa: E402
+
+__all__ += ["MULTIDIR_MODES", "MultiDirSolutions", "solve_multidir"]
