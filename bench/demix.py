@@ -103,9 +103,12 @@ def run_dp3(obs, workdir: Path, cfg: DemixConfig) -> tuple[float | None, str]:
     cmd = [str(DP3), f"msin={msin}", f"msout={msout}", "steps=[demix]", "numthreads=1",
            "demix.type=demixer", f"demix.skymodel={sky}", "demix.subtractsources=[CygA,CasA]",
            f"demix.demixtimestep={cfg.time_factor}", f"demix.demixfreqstep={cfg.freq_factor}",
-           f"demix.timestep={1}", f"demix.freqstep={1}", "demix.ignoretarget=true"]
+           f"demix.timestep={1}", f"demix.freqstep={1}", "demix.ignoretarget=true",
+           f"demix.instrumentmodel={workdir / 'instrument'}"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    # DP3 writes its solutions table ("instrument") relative to the working directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600,
+                          cwd=workdir)
     dt = time.perf_counter() - t0
     log = (proc.stdout + proc.stderr)[-3000:]
     return (dt if proc.returncode == 0 else None), log
