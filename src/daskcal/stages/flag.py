@@ -41,6 +41,10 @@ from daskcal.kernels.flagging import mad_flag, rfi_flag
 from daskcal.stages.preflag import PreflagConfig, flag_statistics, preflag
 
 
+#: Baselines are split into at least this many tasks per time window (parallelism).
+MIN_BASELINE_GROUPS = 8
+
+
 class RFIConfig(BaseModel):
     """SumThreshold RFI detection (AOFlagger's method)."""
 
@@ -154,6 +158,8 @@ def rfi_flags(xds: xr.Dataset, config: RFIConfig) -> da.Array:
     overlap = 0 if window == n_time else min(config.time_overlap, window)
     per_bl = (window + 2 * overlap) * n_chan * (19 * n_pol + 18)
     k = int(max(1, min(n_bl, parse_bytes(config.memory_per_task) // max(per_bl, 1))))
+    # at least MIN_BASELINE_GROUPS tasks per time window, so that every worker thread has work
+    k = max(1, min(k, -(-n_bl // MIN_BASELINE_GROUPS)))
     xds = chunk_data_vars(xds[["VISIBILITY", "FLAG"]],
                           {"time": window, "baseline_id": k, "frequency": -1, "polarization": -1})
     groups = _pol_index_groups([str(p) for p in xds["polarization"].values], config.pol_groups)
