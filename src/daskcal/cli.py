@@ -149,6 +149,41 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from daskcal.pipeline.recipe import load_recipe
+    from daskcal.pipeline.runner import parse_inputs, run_recipe
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    result = run_recipe(recipe, parse_inputs(args.input or []), args.output, site=args.site,
+                        progress=_want_progress(args),
+                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+    for name, path in result.products.items():
+        print(f"product {name}: {path}")
+    print(f"provenance: {result.run_dir / 'provenance.json'}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from daskcal.pipeline.recipe import load_recipe
+    from daskcal.pipeline.schema import recipe_schema
+
+    recipe = load_recipe(args.recipe, args.set or []) if args.recipe else None
+    print(json.dumps(recipe_schema(recipe), indent=2))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from daskcal.pipeline.recipe import load_recipe, write_defaulted
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    text = write_defaulted(recipe, args.output)
+    if args.output is None:
+        print(text, end="")
+    else:
+        print(f"wrote {args.output}")
+    return 0
+
+
 # --------------------------------------------------------------------- helpers
 
 
@@ -308,6 +343,36 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and print its path (no NAME: list them)")
     p.add_argument("name", nargs="?", help="data set name")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("run", help="run a recipe (configs/recipes/*.yaml) into a run "
+                                   "directory; a rerun skips or resumes finished work")
+    p.add_argument("recipe", type=Path, help="recipe YAML file")
+    p.add_argument("--input", action="append", metavar="NAME=PATH",
+                   help="path of one of the recipe's inputs, repeatable")
+    p.add_argument("--output", required=True, type=Path, metavar="RUN_DIR",
+                   help="run directory (steps/, products/, provenance.json)")
+    p.add_argument("--site", help="site profile name or file, or 'threads' "
+                                  "(default: the recipe's)")
+    p.add_argument("--set", action="append", metavar="STEP.KEY=VALUE",
+                   help="override a setting (defaults < file < command line), repeatable")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show progress bars (default: when stderr is a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("schema", help="print the JSON schema of recipes (of RECIPE's steps "
+                                      "if given)")
+    p.add_argument("recipe", type=Path, nargs="?", help="recipe YAML file")
+    p.add_argument("--set", action="append", metavar="STEP.KEY=VALUE",
+                   help="override a setting first, repeatable")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("config", help="write a recipe with every default filled in")
+    p.add_argument("recipe", type=Path, help="recipe YAML file")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    p.add_argument("--set", action="append", metavar="STEP.KEY=VALUE",
+                   help="override a setting (defaults < file < command line), repeatable")
+    p.set_defaults(func=cmd_config)
     return parser
 
 

@@ -21,6 +21,9 @@ _EXPORTS = {
     "read_catalogue": "catalogue", "read_csv_catalogue": "catalogue",
     "PatchSummary": "catalogue", "patch_summary": "catalogue",
     "group_by_brightest": "catalogue",
+    # facets
+    "Facets": "facets", "FacetError": "facets", "make_facets": "facets",
+    "write_ds9": "facets", "read_ds9": "facets",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
