@@ -153,10 +153,10 @@ def write_zarr(
     if problems:
         raise SchemaError(problems, str(path))
 
-    tree, encoding = _prepare(obs, compression_level)
+    tree, encoding = prepare_store(obs, compression_level)
     tmp = path.parent / f".{path.name}{_PARTIAL}{uuid.uuid4().hex[:8]}"
     try:
-        with _quiet_zarr():
+        with quiet_zarr():
             writes = tree.to_zarr(
                 tmp, mode="w-", encoding=encoding, consolidated=True, zarr_format=3,
                 write_empty_chunks=True, compute=compute,
@@ -172,7 +172,7 @@ def write_zarr(
 
 
 @contextlib.contextmanager
-def _quiet_zarr() -> Iterator[None]:
+def quiet_zarr() -> Iterator[None]:
     """Silence zarr's two warnings about what daskcal stores deliberately use.
 
     Consolidated metadata (DESIGN.md) and numpy fixed-width strings, stored as
@@ -196,7 +196,7 @@ def _finalise(_writes: Any, tmp: Path, path: Path, overwrite: bool) -> Path:
     try:
         group = zarr.open_group(tmp, mode="r+", zarr_format=3, use_consolidated=False)
         group.attrs[COMPLETE_ATTR] = _dt.datetime.now(_dt.UTC).isoformat()
-        with _quiet_zarr():
+        with quiet_zarr():
             zarr.consolidate_metadata(tmp, zarr_format=3)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +237,7 @@ def _regular(var: xr.Variable, name: str, where: str) -> xr.Variable:
     return var
 
 
-def _prepare(obs: xr.DataTree, level: int) -> tuple[xr.DataTree, dict[str, dict]]:
+def prepare_store(obs: xr.DataTree, level: int) -> tuple[xr.DataTree, dict[str, dict]]:
     """The tree to write (regular chunks, no stale encodings) and its zarr encodings."""
     from daskcal import __version__
 

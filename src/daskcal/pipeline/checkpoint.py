@@ -114,7 +114,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _write_region(store: str, xds: xr.Dataset, region: Region) -> Any:
     """The lazy write of one region (a Delayed)."""
-    from daskcal.data.zarr_store import _quiet_zarr
+    from daskcal.data.zarr_store import quiet_zarr
 
     if region.dim is None:
         names = [n for n in _dask_vars(xds) if not any(d in xds[n].dims for d in REGION_DIMS)]
@@ -126,7 +126,7 @@ def _write_region(store: str, xds: xr.Dataset, region: Region) -> Any:
         kwargs = {"region": {region.dim: slice(region.start, region.stop)}}
     sub = sub.drop_vars(list(sub.coords)).drop_encoding()
     sub.attrs = {}
-    with _quiet_zarr():
+    with quiet_zarr():
         return sub.to_zarr(store, group=region.node, mode="r+", compute=False,
                            write_empty_chunks=True, zarr_format=3, consolidated=False,
                            **kwargs)
@@ -210,9 +210,9 @@ class StepStore:
         done : set of str
             Keys of the regions already written by an earlier attempt.
         """
-        from daskcal.data.zarr_store import _prepare, _quiet_zarr
+        from daskcal.data.zarr_store import prepare_store, quiet_zarr
 
-        prepared, encoding = _prepare(tree, 1)
+        prepared, encoding = prepare_store(tree, 1)
         regions = plan_regions(prepared, encoding)
         if self._resumable():
             return prepared, regions, self.marked() & {r.key for r in regions}
@@ -223,7 +223,7 @@ class StepStore:
         prepared = prepared.copy()
         prepared.attrs = {**root.attrs, **attrs,
                           STEP_ATTR: {**attrs.get(STEP_ATTR, {}), "fingerprint": self.fingerprint}}
-        with _quiet_zarr():
+        with quiet_zarr():
             prepared.to_zarr(self.partial, mode="w", encoding=encoding, consolidated=True,
                              zarr_format=3, write_empty_chunks=True, compute=False)
         _atomic_write(self.progress / "initialised", self.fingerprint)
@@ -252,11 +252,11 @@ class StepStore:
         """Mark the partial store complete and move it into place (atomically)."""
         import zarr
 
-        from daskcal.data.zarr_store import COMPLETE_ATTR, _quiet_zarr
+        from daskcal.data.zarr_store import COMPLETE_ATTR, quiet_zarr
 
         group = zarr.open_group(self.partial, mode="r+", zarr_format=3, use_consolidated=False)
         group.attrs[COMPLETE_ATTR] = _dt.datetime.now(_dt.UTC).isoformat()
-        with _quiet_zarr():
+        with quiet_zarr():
             zarr.consolidate_metadata(self.partial, zarr_format=3)
         old = None
         if self.path.exists():
