@@ -19,7 +19,12 @@ Kazemi et al. 2011 / SAGECal, as DP3's DDECal iterates directions):
    (``R_d = R + g^d M^d g^dH``: the data minus all *other* directions' current
    predictions), reduce ``R_d`` against ``M^d`` to per-baseline sums per solution cell
    of ``d`` and run ``inner_iter`` StefCal iterations (:mod:`._diag`, with its damping)
-   on direction ``d`` alone, then subtract the new prediction from ``R``;
+   on direction ``d`` alone, then subtract the new prediction from ``R``. A visit
+   whose prediction fits its cell worse than predicting nothing (StefCal is not a
+   descent method: a step can overshoot, and a direction with little or no signal
+   behind its model, e.g. a faint target patch, runs away to huge gains that swamp
+   the residual of every other direction) has its gains scaled to the least-cost
+   scale, or reverted if no scale helps, and does not count as converged;
    A cold start (no initial gains) enters the directions one at a time in the first
    pass, each starting from a real gain ``sqrt(sum |R conj(M)| / sum |M|^2)`` per
    cell, so that a model far brighter than its apparent flux (an A-team source seen
@@ -278,6 +283,46 @@ def _reduce_dir(r, m, w, a1, a2, t_cell, f_int, n_tc, n_fs, vm, mm, ns):
 
 
 @njit
+def _limit_runaway(vm, mm, a1, a2, ok, g, gold):
+    """Keep a direction's prediction from fitting its cell worse than no prediction.
+
+    With ``G_pq = g_p conj(g_q)`` and the per-baseline sums ``vm = sum w R conj(M)``,
+    ``mm = sum w |M|^2`` of :func:`_reduce_dir`, the cell's cost relative to predicting
+    nothing is ``sum |G|^2 mm - 2 Re(G conj(vm))`` = ``A - 2 B``. Where it is positive
+    (a StefCal step can overshoot, and a model with no signal behind it runs away),
+    ``g`` is scaled by ``sqrt(B / A)``, the scale of least cost, which makes it
+    ``-B^2 / A <= 0``; if ``B <= 0`` or the gains are not finite, ``g`` reverts to
+    ``gold``. Returns whether ``g`` was changed.
+    """
+    a = 0.0
+    bsum = 0.0
+    for b in range(a1.size):
+        p = a1[b]
+        q = a2[b]
+        if p == q:
+            continue
+        for h in range(2):
+            if mm[b, h] == 0.0 or not (ok[p, h] and ok[q, h]):
+                continue
+            gg = g[p, h] * g[q, h].conjugate()
+            a += (gg.real * gg.real + gg.imag * gg.imag) * mm[b, h]
+            bsum += (gg * vm[b, h].conjugate()).real
+    if np.isfinite(a) and np.isfinite(bsum) and a <= 2.0 * bsum:
+        return False
+    if np.isfinite(a) and np.isfinite(bsum) and bsum > 0.0 and a > 0.0:
+        scale = np.sqrt(bsum / a)
+        for p in range(g.shape[0]):
+            for h in range(2):
+                if ok[p, h]:
+                    g[p, h] *= scale
+    else:
+        for p in range(g.shape[0]):
+            for h in range(2):
+                g[p, h] = gold[p, h]
+    return True
+
+
+@njit
 def _flag_unseen(mm, a1, a2, scalar, ok):
     """Unset ``ok`` where an antenna sees under ``_MIN_MODEL_POWER`` of the best one's.
 
@@ -408,6 +453,8 @@ def _solve(v, m, w, a1, a2, n_ant, ratio, t_min, f_int, mode, max_iter, inner_it
                         continue
                     _diag._iterate_diag(vm[tc, fc], mm[tc, fc], a1, a2, okc, gc, mode,
                                         inner_iter, 0.0, damping, damp_every, gnew, num, den)
+                    rejected = _limit_runaway(vm[tc, fc], mm[tc, fc], a1, a2, okc, gc,
+                                              gold)
                     d2 = 0.0
                     n2 = 0.0
                     for p in range(n_ant):
@@ -416,7 +463,7 @@ def _solve(v, m, w, a1, a2, n_ant, ratio, t_min, f_int, mode, max_iter, inner_it
                                 dz = gc[p, h] - gold[p, h]
                                 d2 += dz.real * dz.real + dz.imag * dz.imag
                                 n2 += gc[p, h].real ** 2 + gc[p, h].imag ** 2
-                    cv = n2 > 0.0 and d2 <= tol * tol * n2
+                    cv = n2 > 0.0 and d2 <= tol * tol * n2 and not rejected
                     for k in range(ratio[d]):
                         if tc * ratio[d] + k < n_ts:
                             conv[d, tc * ratio[d] + k, fc] = cv
