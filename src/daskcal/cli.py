@@ -163,6 +163,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from daskcal.cluster import load_site
+    from daskcal.cluster.submit import RunRequest, render_driver_script, submit_run
+    from daskcal.pipeline.recipe import load_recipe
+    from daskcal.pipeline.runner import parse_inputs
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    inputs = parse_inputs(args.input or [])
+    problems = [f"input {k!r} not given (--input {k}=PATH)"
+                for k in recipe.model.inputs if k not in inputs]
+    problems += [f"input {k!r} is not one of the recipe's" for k in inputs
+                 if k not in recipe.model.inputs]
+    problems += [f"input {k!r}: no such file or directory {p}" for k, p in inputs.items()
+                 if k in recipe.model.inputs and not Path(p).exists()]
+    if problems:
+        raise DaskcalError(f"{recipe.source}: " + "; ".join(problems))
+    site = load_site(args.site or recipe.model.site)
+    request = RunRequest.make(args.recipe, inputs, args.output, args.set or [])
+    if args.dry_run:
+        print(render_driver_script(site, request), end="")
+        return 0
+    submitted = submit_run(site, request)
+    print(submitted.job_id)
+    print(f"submitted the run {submitted.run_dir} to site {site.name} as job "
+          f"{submitted.job_id}; follow it with: daskcal status {submitted.run_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daskcal.cluster.submit import active_runs, run_status
+
+    runs = [run_status(args.target)] if args.target else active_runs()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs] if not args.target
+                         else runs[0].to_dict(), indent=2))
+    elif not runs:
+        print("no submitted daskcal runs in the queue")
+    else:
+        print("\n\n".join(r.format() for r in runs))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from daskcal.pipeline.recipe import load_recipe
     from daskcal.pipeline.schema import recipe_schema
@@ -181,6 +224,15 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(text, end="")
     else:
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_weblog(args: argparse.Namespace) -> int:
+    from daskcal.qa.weblog import build_weblog
+
+    if not (args.run_dir / "provenance.json").is_file():
+        raise DaskcalError(f"{args.run_dir}: not a run directory (no provenance.json)")
+    print(f"wrote {build_weblog(args.run_dir)}")
     return 0
 
 
@@ -360,6 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("submit", help="submit a whole run as a SLURM batch job (the driver, "
+                                      "which starts its workers through the site); prints the "
+                                      "job id")
+    p.add_argument("recipe", type=Path, help="recipe YAML file")
+    p.add_argument("--input", action="append", metavar="NAME=PATH",
+                   help="path of one of the recipe's inputs, repeatable")
+    p.add_argument("--output", required=True, type=Path, metavar="RUN_DIR",
+                   help="run directory, on a file system the compute nodes share")
+    p.add_argument("--site", help="site profile name or file, of kind slurm "
+                                  "(default: the recipe's)")
+    p.add_argument("--set", action="append", metavar="STEP.KEY=VALUE",
+                   help="override a setting (defaults < file < command line), repeatable")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the driver's batch script instead of submitting it")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="state of a submitted run (SLURM job and step progress); "
+                                      "without argument: your runs in the queue")
+    p.add_argument("target", nargs="?", metavar="JOBID|RUN_DIR",
+                   help="the driver's job id or the run directory")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("schema", help="print the JSON schema of recipes (of RECIPE's steps "
                                       "if given)")
     p.add_argument("recipe", type=Path, nargs="?", help="recipe YAML file")
@@ -373,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="STEP.KEY=VALUE",
                    help="override a setting (defaults < file < command line), repeatable")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("weblog", help="(re)build the HTML weblog of a run directory")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    p.set_defaults(func=cmd_weblog)
     return parser
 
 

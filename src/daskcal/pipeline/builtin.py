@@ -10,9 +10,12 @@ it only when a stage is first looked up.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal import DaskcalError
 from daskcal.data.model import ANTENNA_NODE, field_xds_of
@@ -23,7 +26,9 @@ from daskcal.stages.demix import DemixConfig, demix
 from daskcal.stages.flag import FlagConfig, flag
 from daskcal.stages.predict import PredictConfig, predict
 from daskcal.stages.preflag import PreflagConfig, preflag
+from daskcal.stages.smooth import SmoothConfig, smooth
 from daskcal.stages.solve import SolveConfig, solve
+from daskcal.stages.transfer import TransferConfig, transfer
 
 
 class PredictStepConfig(PredictConfig):
@@ -31,6 +36,19 @@ class PredictStepConfig(PredictConfig):
 
     sky_model: str = Field(description="Sky model file (makesourcedb/BBS text format), "
                            "relative to the working directory.")
+
+
+class H5parmConfig(BaseModel):
+    """Settings of the ``h5parm`` product step (LoSoTo/DP3 solution file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field("{step}-{partition}.h5", description="File name in "
+                          "RUN_DIR/products; {step} and {partition} are replaced.")
+    solset: str = Field("sol000", pattern=r"^[A-Za-z0-9_-]+$",
+                        description="Solution set name (LoSoTo: sol000).")
+    direction_name: str | None = Field(None, description="Name of the solutions' direction "
+                                       "(default: the field name, else 'pointing').")
 
 
 def phase_centre(context: StageContext) -> np.ndarray:
@@ -83,6 +101,46 @@ def _apply(xds: xr.Dataset, gains: xr.Dataset, config: ApplyConfig) -> xr.Datase
     return apply(xds, gains, config)
 
 
+def _smooth(gains: xr.Dataset, config: SmoothConfig) -> xr.Dataset:
+    return smooth(gains, config)
+
+
+def _transfer(xds: xr.Dataset, gains: xr.Dataset, config: TransferConfig) -> xr.Dataset:
+    return transfer(gains, xds, config)
+
+
+def _field_name(node: xr.DataTree) -> str | None:
+    try:
+        names = np.asarray(field_xds_of(node)["field_name"].values).ravel()
+    except KeyError:
+        return None
+    return str(names[0]) if names.size else None
+
+
+def _h5parm(gains: xr.Dataset, config: H5parmConfig, context: StageContext) -> list[Path]:
+    """Write the partition's gains as an H5parm into ``context.output_dir`` (atomically)."""
+    from daskcal.data.h5parm import write_h5parm
+
+    if context.output_dir is None:
+        raise DaskcalError(f"step {context.step}: no product directory given")
+    name = config.filename.format(step=context.step, partition=context.partition)
+    path = Path(context.output_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ant = (context.node[ANTENNA_NODE].to_dataset(inherit=False)
+           if ANTENNA_NODE in context.node.children else None)
+    try:
+        direction = tuple(phase_centre(context))
+    except DaskcalError:
+        direction = None
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.unlink(missing_ok=True)
+    write_h5parm(gains, tmp, solset=config.solset, antenna_xds=ant, direction_rad=direction,
+                 direction_name=config.direction_name or _field_name(context.node)
+                 or "pointing")
+    os.replace(tmp, path)
+    return [path]
+
+
 FLAG = StageSpec("flag", FlagConfig, _flag, "visibility->visibility",
                  "selections, SumThreshold RFI and MAD outlier flagging")
 PREFLAG = StageSpec("preflag", PreflagConfig, _preflag, "visibility->visibility",
@@ -100,8 +158,17 @@ SOLVE = StageSpec("solve", SolveConfig, _solve, "visibility->gains",
 APPLY = StageSpec("apply", ApplyConfig, _apply, "gains+visibility->visibility",
                   "correct visibilities with gains (data group 'corrected')")
 
-#: The stages every daskcal installation has.
-BUILTIN_STAGES: tuple[StageSpec, ...] = (FLAG, PREFLAG, AVERAGE, PREDICT, DEMIX, SOLVE, APPLY)
+SMOOTH = StageSpec("smooth", SmoothConfig, _smooth, "gains->gains",
+                   "smooth gain solutions along frequency (flag-aware, with outliers)")
+TRANSFER = StageSpec("transfer", TransferConfig, _transfer, "gains+visibility->gains",
+                     "interpolate (calibrator) gains onto a visibility partition's grid")
+H5PARM = StageSpec("h5parm", H5parmConfig, _h5parm, "gains->product",
+                   "export gains as H5parm (LoSoTo/DP3) files in RUN_DIR/products")
 
-__all__ = ["APPLY", "AVERAGE", "BUILTIN_STAGES", "DEMIX", "FLAG", "PREDICT", "PREFLAG",
-           "SOLVE", "PredictStepConfig", "phase_centre"]
+#: The stages every daskcal installation has.
+BUILTIN_STAGES: tuple[StageSpec, ...] = (FLAG, PREFLAG, AVERAGE, PREDICT, DEMIX, SOLVE, APPLY,
+                                         SMOOTH, TRANSFER, H5PARM)
+
+__all__ = ["APPLY", "AVERAGE", "BUILTIN_STAGES", "DEMIX", "FLAG", "H5PARM", "PREDICT",
+           "PREFLAG", "SMOOTH", "SOLVE", "TRANSFER", "H5parmConfig", "PredictStepConfig",
+           "phase_centre"]

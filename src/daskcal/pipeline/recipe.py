@@ -296,10 +296,18 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
             config = spec.config_model.model_validate(entry.config)
         except ValidationError as exc:
             problems += _errors(exc, f"{where}.config")
+        src_step = seen.get(entry.input)
         if entry.input not in seen:
             problems.append(f"{where}.input: {entry.input!r} is neither an input nor an "
                             "earlier step")
-        elif seen[entry.input] is not None and seen[entry.input].stage.produces_gains:
+        elif src_step is not None and src_step.stage.produces_product:
+            problems.append(f"{where}.input: step {entry.input!r} writes product files, "
+                            "which no step can read")
+        elif spec.gains_input:
+            if src_step is None or not src_step.stage.produces_gains:
+                problems.append(f"{where}.input: stage {spec.name!r} ({spec.kind}) needs "
+                                "an earlier step producing gains")
+        elif src_step is not None and src_step.stage.produces_gains:
             problems.append(f"{where}.input: step {entry.input!r} produces gains, not "
                             "visibilities")
         if spec.needs_gains:

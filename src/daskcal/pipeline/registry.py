@@ -14,6 +14,16 @@ Kinds of stage
     ``function(xds, config, context) -> gains_xds``: a gains dataset per partition.
 ``"gains+visibility->visibility"``
     ``function(xds, gains_xds, config, context) -> xds``.
+``"gains->gains"``
+    ``function(gains_xds, config, context) -> gains_xds``: the step's ``input`` is an
+    earlier step producing gains (smoothing, re-referencing).
+``"gains+visibility->gains"``
+    ``function(xds, gains_xds, config, context) -> gains_xds``: gains mapped onto a
+    visibility partition (calibrator -> target transfer).
+``"gains->product"``
+    ``function(gains_xds, config, context) -> list of paths``: writes export files
+    (H5parm ...) into ``context.output_dir`` (``RUN_DIR/products``); the step's output
+    is those files, not a zarr store.
 
 Functions build lazy graphs and never compute: the runner decides when to execute.
 ``context`` (a :class:`StageContext`) gives the partition name and its node (with the
@@ -57,6 +67,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import xarray as xr
@@ -70,7 +81,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "daskcal.stages"
 
 StageKind = Literal["visibility->visibility", "visibility->gains",
-                    "gains+visibility->visibility"]
+                    "gains+visibility->visibility", "gains->gains",
+                    "gains+visibility->gains", "gains->product"]
 #: The kinds of stage, in the order of :data:`StageKind`.
 STAGE_KINDS: tuple[str, ...] = get_args(StageKind)
 
@@ -159,12 +171,17 @@ class StageContext:
         The partition's name in the observation.
     node : xarray.DataTree
         The partition's node (its ``antenna_xds`` and ``field_and_source_base_xds``
-        children hold antenna positions and phase centres).
+        children hold antenna positions and phase centres). For stages whose input is
+        gains, the node of the visibilities those gains were solved from.
+    output_dir : pathlib.Path or None
+        Where ``"gains->product"`` stages write their files (``RUN_DIR/products``);
+        None for other kinds.
     """
 
     step: str
     partition: str
     node: xr.DataTree
+    output_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -180,8 +197,7 @@ class StageSpec:
     function : callable
         Builds the lazy result (see the module notes for the signature of each kind).
     kind : StageKind
-        ``"visibility->visibility"``, ``"visibility->gains"`` or
-        ``"gains+visibility->visibility"``.
+        One of :data:`STAGE_KINDS` (see the module notes).
     description : str
         One line for listings and forms.
     rules : tuple of ConfigRule
@@ -214,16 +230,29 @@ class StageSpec:
     @property
     def produces_gains(self) -> bool:
         """Whether the stage's output is a gains dataset."""
-        return self.kind == "visibility->gains"
+        return self.kind in ("visibility->gains", "gains->gains", "gains+visibility->gains")
 
     @property
     def needs_gains(self) -> bool:
-        """Whether the stage takes a gains dataset besides the visibilities."""
-        return self.kind == "gains+visibility->visibility"
+        """Whether the stage takes a gains dataset (``gains:``) besides the visibilities."""
+        return self.kind in ("gains+visibility->visibility", "gains+visibility->gains")
+
+    @property
+    def gains_input(self) -> bool:
+        """Whether the step's ``input`` is gains (an earlier step producing gains)."""
+        return self.kind in ("gains->gains", "gains->product")
+
+    @property
+    def produces_product(self) -> bool:
+        """Whether the stage writes product files instead of a zarr store."""
+        return self.kind == "gains->product"
 
     def __call__(self, xds: xr.Dataset, config: BaseModel, context: StageContext,
-                 gains: xr.Dataset | None = None) -> xr.Dataset:
-        """Call the stage function with the arguments of its kind (lazily)."""
+                 gains: xr.Dataset | None = None) -> Any:
+        """Call the stage function with the arguments of its kind (lazily).
+
+        For stages whose input is gains, ``xds`` is the gains dataset.
+        """
         args: tuple = (xds, gains, config) if self.needs_gains else (xds, config)
         if self._takes_context:
             return self.function(*args, context=context)

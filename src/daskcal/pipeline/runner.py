@@ -7,13 +7,20 @@ Run directory layout::
     RUN_DIR/steps/01-flag.zarr.partial   ... while it is being written
     RUN_DIR/steps/01-flag.zarr.progress  ... and its region markers
     RUN_DIR/products/NAME.zarr           symbolic links to the products' step outputs
+    RUN_DIR/products/*.h5                files written by product steps (h5parm)
+    RUN_DIR/steps/NN-name.json           a product step's record (fingerprint, files)
+    RUN_DIR/qa/NN-name.json              each step's QA metrics and score (daskcal.qa)
+    RUN_DIR/qa/NN-name.zarr              ... and the small summaries its plots show
+    RUN_DIR/weblog/index.html            the weblog (daskcal.qa.weblog), built at the end
 
 Each step reads its input from the previous step's published store (or the input
 observation), builds its lazy graph with the stage, and writes it region by region
 (:mod:`daskcal.pipeline.checkpoint`). A step whose published output carries its
 current fingerprint is skipped; a step whose partial output carries it resumes from
 the regions not yet written. Nothing is computed outside :func:`run_recipe`'s calls
-to the scheduler.
+to the scheduler. A step's QA summaries (:mod:`daskcal.qa.collect`: a few small
+reductions) are computed in the same call as its writes; a resumed or skipped step
+gets them from its published output.
 """
 
 from __future__ import annotations
@@ -47,6 +54,14 @@ from daskcal.pipeline.provenance import (
 )
 from daskcal.pipeline.recipe import Recipe, RecipeError, Step, load_recipe
 from daskcal.pipeline.registry import StageContext
+from daskcal.pipeline.stepqa import (
+    build_run_weblog,
+    lazy_step_qa,
+    published_step_qa,
+    run_product_step,
+    run_qa_summary,
+    save_qa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +175,18 @@ def _n_tasks(writes: list[Any]) -> int:
     return len(graph.cull(set(joined.__dask_keys__())))
 
 
-def _execute(writes: list[Any], client: Any | None, progress: bool) -> None:
-    """Compute the region writes on the client or the threaded scheduler."""
+def _execute(writes: list[Any], client: Any | None, progress: bool,
+             extra: Any = None) -> Any:
+    """Compute the region writes (and ``extra``, e.g. QA summaries) in one computation.
+
+    Returns
+    -------
+    The computed ``extra`` (None without it).
+    """
     import dask
 
-    if not writes:
-        return
+    if not writes and extra is None:
+        return None
     if client is None:
         bar: contextlib.AbstractContextManager = contextlib.nullcontext()
         if progress:
@@ -173,14 +194,15 @@ def _execute(writes: list[Any], client: Any | None, progress: bool) -> None:
 
             bar = ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr)
         with bar:
-            dask.compute(*writes, scheduler="threads")
-        return
-    futures = client.compute(writes)
+            *_, result = dask.compute(*writes, extra, scheduler="threads")
+        return result
+    futures = client.compute([*writes, extra] if extra is not None else writes)
     if progress:
         from distributed import progress as show_progress
 
         show_progress(futures)
-    client.gather(futures)
+    results = client.gather(futures)
+    return results[-1] if extra is not None else None
 
 
 def _build_output(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
@@ -199,10 +221,7 @@ def _build_output(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
         ctx = StageContext(step.name, name, obs[name])
         g = None
         if step.stage.needs_gains:
-            if gains is None or name not in gains.children:
-                raise RunError(f"step {step.name}: no gains for partition {name} in step "
-                               f"{step.gains}")
-            g = gains[name].to_dataset(inherit=False)
+            g = _gains_for(step, gains, name)
         result = step.stage(xds, step.config, ctx, g)
         if not isinstance(result, xr.Dataset):
             raise RunError(f"step {step.name}: stage {step.stage.name} returned a "
@@ -216,6 +235,52 @@ def _build_output(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
         if problems:
             raise SchemaError(problems, f"step {step.name} output")
     return tree
+
+
+def _gain_partitions(gains: xr.DataTree) -> list[str]:
+    return [k for k, v in gains.children.items() if "GAIN" in v.data_vars]
+
+
+def _gains_for(step: Step, gains: xr.DataTree | None, name: str) -> xr.Dataset:
+    """The gains of partition ``name`` (or the only gains partition, e.g. a calibrator's)."""
+    parts = _gain_partitions(gains) if gains is not None else []
+    if name not in parts and len(parts) == 1:
+        name = parts[0]
+    if gains is None or name not in parts:
+        raise RunError(f"step {step.name}: no gains for partition {name} in step "
+                       f"{step.gains}")
+    return gains[name].to_dataset(inherit=False)
+
+
+def _build_gains_output(step: Step, gains: xr.DataTree, vis: xr.DataTree) -> xr.DataTree:
+    """The lazy output of a ``gains->gains`` step (the stage applied to every partition)."""
+    names = _gain_partitions(gains)
+    if not names:
+        raise RunError(f"step {step.name}: its input {step.input} holds no gains")
+    datasets: dict[str, Any] = {"/": xr.Dataset(attrs={"type": "gain_set",
+                                                       "partitions": names})}
+    for name in names:
+        node = vis[name] if name in vis.children else gains[name]
+        result = step.stage(gains[name].to_dataset(inherit=False), step.config,
+                            StageContext(step.name, name, node))
+        if not isinstance(result, xr.Dataset):
+            raise RunError(f"step {step.name}: stage {step.stage.name} returned a "
+                           f"{type(result).__name__}, not an xarray.Dataset")
+        datasets[f"/{name}"] = result
+    return xr.DataTree.from_dict(datasets)
+
+
+def _visibility_source(step: Step, recipe: Recipe, paths: dict[str, Path],
+                       outputs: dict[str, Path]) -> Path:
+    """The visibilities a step's (gains) input derives from (for metadata: antennas, field)."""
+    current = step
+    while True:
+        if current.input in paths:
+            return paths[current.input]
+        up = recipe.step(current.input)
+        if not up.stage.produces_gains:
+            return outputs[up.name]
+        current = up
 
 
 def _open_visibilities(path: Path, chunks: Any) -> xr.DataTree:
@@ -326,14 +391,22 @@ def _run(recipe: Recipe, paths: dict[str, Path], run_dir: Path, site_name: str,
     products_dir = run_dir / "products"
     products_dir.mkdir(exist_ok=True)
     for name in recipe.products:
+        if recipe.step(name).stage.produces_product:
+            files = next(r.get("files", []) for r in record["steps"] if r["name"] == name)
+            record["products"][name] = files
+            result.products[name] = run_dir / files[0] if files else products_dir
+            continue
         link = products_dir / f"{name}.zarr"
         tmp = products_dir / f".{name}.zarr.{attempt}"
         os.symlink(os.path.relpath(outputs[name], products_dir), tmp)
         os.replace(tmp, link)
         result.products[name] = outputs[name]
         record["products"][name] = str(outputs[name].relative_to(run_dir))
+    record["qa"] = run_qa_summary(run_dir, record)
     record["status"] = "complete"
     record["finished"] = now_iso()
+    write_provenance(prov_path, record)
+    record["weblog"] = build_run_weblog(run_dir, echo)
     write_provenance(prov_path, record)
     result.outputs = outputs
     return result
@@ -367,20 +440,29 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
             "config": config, "config_hash": canonical_hash(config),
             "upstream_fingerprints": upstream, "file_fingerprints": files,
             "fingerprint": fingerprint, "output": str(out_path.relative_to(run_dir))}
+    vis_src = _visibility_source(step, recipe, paths, outputs)
+    if step.stage.produces_product:
+        return run_product_step(step, run_dir, base, previous.get(fingerprint, {}),
+                                lambda: _open_gains(outputs[step.input]),
+                                lambda: _open_visibilities(vis_src, None), label, echo)
     if store.is_done():
         echo(f"{label}: unchanged, skipped")
         for stale in (store.partial, store.progress):
             if stale.exists():
                 shutil.rmtree(stale, ignore_errors=True)
         old = previous.get(fingerprint, {})
-        return {**old, **base, "status": "skipped", "checked": now_iso()}
+        rec = {**old, **base, "status": "skipped", "checked": now_iso()}
+        rec["qa"] = published_step_qa(step, run_dir, rec, _input_opener(step, paths, outputs,
+                                                                        recipe))
+        return rec
 
     start, t0 = now_iso(), time.perf_counter()
-    src = paths.get(step.input) or outputs[step.input]
-    chunks = recipe.model.chunks if step.input in paths else None
-    obs = _open_visibilities(src, chunks)
+    before = _input_opener(step, paths, outputs, recipe)()
     gains = _open_gains(outputs[step.gains]) if step.gains else None
-    tree = _build_output(step, obs, gains, recipe)
+    if step.stage.gains_input:
+        tree = _build_gains_output(step, before, _open_visibilities(vis_src, None))
+    else:
+        tree = _build_output(step, before, gains, recipe)
     attrs = {STEP_ATTR: {"recipe": recipe.name, "step": step.name, "stage": step.stage.name}}
     prepared, regions, done = store.prepare(tree, attrs)
     todo = [r for r in regions if r.key not in done]
@@ -389,7 +471,8 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
          + (f" ({len(done)} written before, resuming)" if done else ""))
     writes = store.region_writes(prepared, todo, attempt)
     n_tasks = _n_tasks(writes)
-    _execute(writes, client, progress)
+    lazy_qa = lazy_step_qa(step, before, prepared) if not done else None
+    summaries = _execute(writes, client, progress, lazy_qa)
     left = [r.key for r in regions if r.key not in store.marked()]
     if left:
         raise RunError(f"step {step.name}: {len(left)} regions were not written "
@@ -398,11 +481,27 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
     elapsed = time.perf_counter() - t0
     nbytes = store_bytes(out_path)
     echo(f"{label}: wrote {out_path.name} ({nbytes / 1e6:.1f} MB in {elapsed:.1f} s)")
-    return {**base, "status": status, "attempt": attempt, "start": start, "end": now_iso(),
-            "duration_s": round(elapsed, 3), "n_tasks": n_tasks, "bytes_written": nbytes,
-            "regions": {"total": len(regions), "skipped": len(done), "written": len(todo),
-                        "skipped_keys": sorted(done)},
-            "peak_worker_memory_bytes": peak_memory(client)}
+    rec = {**base, "status": status, "attempt": attempt, "start": start, "end": now_iso(),
+           "duration_s": round(elapsed, 3), "n_tasks": n_tasks, "bytes_written": nbytes,
+           "regions": {"total": len(regions), "skipped": len(done), "written": len(todo),
+                       "skipped_keys": sorted(done)},
+           "peak_worker_memory_bytes": peak_memory(client)}
+    if summaries is not None:
+        rec["qa"] = save_qa(step, run_dir, rec, summaries)
+    else:
+        rec["qa"] = published_step_qa(step, run_dir, rec,
+                                      _input_opener(step, paths, outputs, recipe))
+    return rec
+
+
+def _input_opener(step: Step, paths: dict[str, Path], outputs: dict[str, Path],
+                  recipe: Recipe) -> Callable[[], xr.DataTree]:
+    """A function opening the step's input (visibilities or gains), lazily."""
+    if step.stage.gains_input:
+        return lambda: _open_gains(outputs[step.input])
+    src = paths.get(step.input) or outputs[step.input]
+    chunks = recipe.model.chunks if step.input in paths else None
+    return lambda: _open_visibilities(src, chunks)
 
 
 __all__ = ["THREADED_SITES", "RunError", "RunResult", "parse_inputs", "run_recipe"]
