@@ -128,7 +128,7 @@ def test_kubernetes_spec():
     (wc,) = worker["spec"]["containers"]
     assert wc["resources"] == {"requests": {"cpu": "2", "memory": "6Gi"},
                                "limits": {"cpu": "2", "memory": "8Gi"}}
-    assert wc["args"][:5] == ["dask-worker", "--nthreads", "2", "--memory-limit",
+    assert wc["args"][:6] == ["dask", "worker", "--nthreads", "2", "--memory-limit",
                               str(8 * 2**30)]
     assert scheduler["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "500m"}}
 
@@ -140,7 +140,8 @@ def test_kubernetes_spec_defaults_and_adaptive():
     assert worker["replicas"] == 2
     assert "nodeSelector" not in worker["spec"]
     assert "resources" not in worker["spec"]["containers"][0]
-    assert worker["spec"]["containers"][0]["args"][:3] == ["dask-worker", "--nthreads", "1"]
+    assert worker["spec"]["containers"][0]["args"][:4] == ["dask", "worker", "--nthreads", "1"]
+    assert spec["spec"]["scheduler"]["spec"]["containers"][0]["args"][:2] == ["dask", "scheduler"]
 
 
 @pytest.mark.parametrize(("name", "expected"), [

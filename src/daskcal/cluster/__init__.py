@@ -9,6 +9,9 @@ site and its settings; :func:`load_site` turns it into a :class:`Site`, whose
 - ``kubernetes``: worker pods (dask-kubernetes operator), :meth:`KubernetesSite.cluster_spec`;
 - ``address``: an existing scheduler.
 
+A whole run goes to a SLURM site as one batch job with :func:`submit_run`
+(``daskcal submit``), whose progress :func:`run_status` reports (``daskcal status``).
+
 >>> from daskcal.cluster import load_site
 >>> with load_site("configs/sites/local.yaml").client() as client:  # doctest: +SKIP
 ...     total = client.compute(graph).result()
@@ -38,4 +41,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "site_from_profile": "sites",
     "site_search_path": "sites",
     "SITE_CLASSES": "sites",
+    "RunRequest": "submit",
+    "RunStatus": "submit",
+    "render_driver_script": "submit",
+    "submit_run": "submit",
+    "run_status": "submit",
 })

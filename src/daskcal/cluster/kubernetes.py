@@ -3,7 +3,10 @@
 :meth:`KubernetesSite.cluster_spec` builds the ``DaskCluster`` custom resource
 with dask-kubernetes' own ``make_cluster_spec`` (no API server needed), then
 adds what the profile says beyond it: per-pod resources (workers and scheduler
-separately), the node selector, the namespace. Each worker runs
+separately), the node selector, the workers' volumes, the namespace, and the
+``dask scheduler`` / ``dask worker`` commands that current distributed installs.
+:meth:`KubernetesSite.manifests` adds a ``DaskAutoscaler`` for adaptive profiles:
+what ``kubectl apply`` takes (``deploy/k8s/``). Each worker runs
 ``threads_per_worker`` Dask threads with the thread limits in its environment,
 and its Dask memory limit equals the pod's memory limit (so Dask spills and
 pauses before the kernel's OOM killer strikes).
@@ -17,6 +20,10 @@ from typing import Any
 
 from daskcal.cluster.base import Site
 from daskcal.cluster.profile import K8sResources, KubernetesConfig, parse_k8s_quantity
+
+#: The worker's and the scheduler's commands in the image (the ``dask`` command of dask).
+WORKER_COMMAND: tuple[str, ...] = ("dask", "worker")
+SCHEDULER_COMMAND: tuple[str, ...] = ("dask", "scheduler")
 
 
 def k8s_name(name: str) -> str:
@@ -64,9 +71,13 @@ class KubernetesSite(Site):
         return 1 if cfg.n_workers is None else cfg.n_workers
 
     def worker_command(self) -> list[str]:
-        """The worker's command: ``dask-worker`` with threads and memory limit."""
+        """The worker's command: ``dask worker`` with threads and memory limit.
+
+        Not ``dask-worker``: distributed no longer installs that script (since 2025), and
+        ``make_cluster_spec`` still names it and ``dask-scheduler``.
+        """
         cfg: KubernetesConfig = self.config
-        command = ["dask-worker", "--nthreads", str(cfg.threads_per_worker)]
+        command = [*WORKER_COMMAND, "--nthreads", str(cfg.threads_per_worker)]
         memory = cfg.resources.limits.memory or cfg.resources.requests.memory
         if memory is not None:
             command += ["--memory-limit", str(int(parse_k8s_quantity(memory)))]
@@ -103,6 +114,9 @@ class KubernetesSite(Site):
             spec["metadata"]["namespace"] = cfg.namespace
         spec["metadata"]["labels"] = {"app.kubernetes.io/part-of": "daskcal",
                                       "daskcal/site": k8s_name(self.name)}
+        scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+        if scheduler["args"][:1] == ["dask-scheduler"]:
+            scheduler["args"] = [*SCHEDULER_COMMAND, *scheduler["args"][1:]]
         for role, res in (("worker", cfg.resources), ("scheduler", cfg.scheduler_resources)):
             pod = spec["spec"][role]["spec"]
             container = pod["containers"][0]
@@ -113,7 +127,61 @@ class KubernetesSite(Site):
                 container["resources"] = resources
             if cfg.node_selector:
                 pod["nodeSelector"] = dict(cfg.node_selector)
+        worker = spec["spec"]["worker"]["spec"]
+        if cfg.volumes:
+            worker["volumes"] = [dict(v) for v in cfg.volumes]
+        if cfg.volume_mounts:
+            worker["containers"][0]["volumeMounts"] = [dict(m) for m in cfg.volume_mounts]
         return spec
+
+    def manifests(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The custom resources that ``kubectl apply`` takes to run this site's cluster.
+
+        Parameters
+        ----------
+        name : str, optional
+            The cluster's name; default: the site's name made a Kubernetes name.
+
+        Returns
+        -------
+        list of dict
+            The ``DaskCluster`` (:meth:`cluster_spec`), then, when the profile is adaptive,
+            a ``DaskAutoscaler`` of the same name scaling it between ``minimum`` and
+            ``maximum`` workers (what ``KubeCluster.adapt`` creates).
+        """
+        cluster = self.cluster_spec(name)
+        out = [cluster]
+        cfg: KubernetesConfig = self.config
+        if cfg.adaptive is not None:
+            meta = {key: cluster["metadata"][key] for key in ("name", "namespace", "labels")
+                    if key in cluster["metadata"]}
+            out.append({
+                "apiVersion": cluster["apiVersion"], "kind": "DaskAutoscaler",
+                "metadata": meta,
+                "spec": {"cluster": meta["name"], "minimum": cfg.adaptive.minimum,
+                         "maximum": cfg.adaptive.maximum},
+            })
+        return out
+
+    def render_manifests(self, name: str | None = None) -> str:
+        """:meth:`manifests` as one YAML stream (documents separated by ``---``).
+
+        Parameters
+        ----------
+        name : str, optional
+            The cluster's name.
+
+        Returns
+        -------
+        str
+            YAML, with a comment naming the site it was rendered from.
+        """
+        import yaml
+
+        header = (f"# DaskCluster of daskcal site {self.name!r}"
+                  + (f" ({self.source})" if self.source else "")
+                  + ", rendered by KubernetesSite.render_manifests()\n")
+        return header + yaml.safe_dump_all(self.manifests(name), sort_keys=False)
 
     def _start_cluster(self) -> Any:
         from dask_kubernetes.operator import KubeCluster

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from daskcal import DaskcalError
+from daskcal.cluster._errors import format_validation_error
 
 SiteKind = Literal["local", "slurm", "kubernetes", "address"]
 KINDS: tuple[str, ...] = ("local", "slurm", "kubernetes", "address")
@@ -99,6 +100,22 @@ def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{value!r} is not a name of letters, digits, '.', '_' and '-'")
     return value
+
+
+def _check_walltime(value: str) -> str:
+    if not _WALLTIME.match(value.strip()):
+        raise ValueError("must be a SLURM time like '01:30:00' or '1-00:00:00'")
+    return value.strip()
+
+
+def _check_directives(values: list[str]) -> list[str]:
+    out = []
+    for value in values:
+        value = value.strip().removeprefix("#SBATCH").strip()
+        if not value.startswith("-"):
+            raise ValueError(f"{value!r} is not an sbatch option like '--qos=normal'")
+        out.append(value)
+    return out
 
 
 def _problems(problems: list[tuple[str, str]]) -> None:
@@ -181,6 +198,51 @@ class ContainerConfig(_Section):
                         description="the Python interpreter inside the image")
 
 
+class DriverConfig(_Section):
+    """The batch job of ``daskcal submit``: it runs the run's driver (scheduler and runner).
+
+    The driver only schedules, so it is small; the work runs in the worker jobs it submits.
+    It runs with the workers' ``python`` (or ``container``), ``setup`` and environment
+    unless ``python`` is given here.
+    """
+
+    queue: str | None = Field(None, description="partition of the driver job; empty: the "
+                              "workers' queue")
+    cores: int = Field(1, ge=1, description="CPU cores of the driver job (sbatch "
+                       "--cpus-per-task)")
+    memory: str = Field("2GiB", description="memory of the driver job, like '4GiB' (sbatch "
+                        "--mem)")
+    walltime: str = Field("1-00:00:00", description="time limit of the whole run (sbatch -t), "
+                          "like '12:00:00' or '2-00:00:00'")
+    job_name: str = Field("daskcal-driver", description="job name of the driver (sbatch -J)")
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="further sbatch options of the driver job, one per "
+        "#SBATCH line")
+    python: str | None = Field(
+        None, description="the Python interpreter of the driver (it needs sbatch on PATH); "
+        "empty: the workers' python or container")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return _check_size(value)
+
+    @field_validator("job_name")
+    @classmethod
+    def _job_name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        return _check_walltime(value)
+
+    @field_validator("job_extra_directives")
+    @classmethod
+    def _directives(cls, values: list[str]) -> list[str]:
+        return _check_directives(values)
+
+
 class SlurmConfig(_Section):
     """Workers as SLURM batch jobs (dask-jobqueue ``SLURMCluster``)."""
 
@@ -232,6 +294,9 @@ class SlurmConfig(_Section):
     worker_env: dict[str, str] = Field(
         default_factory=dict, description="extra environment variables of the workers; they "
         "override the thread limits (NUMBA_NUM_THREADS=1, ...)")
+    driver: DriverConfig = Field(
+        default_factory=DriverConfig, description="the driver job of 'daskcal submit', which "
+        "runs the scheduler and submits these worker jobs")
 
     @field_validator("memory")
     @classmethod
@@ -246,20 +311,12 @@ class SlurmConfig(_Section):
     @field_validator("walltime")
     @classmethod
     def _walltime(cls, value: str) -> str:
-        if not _WALLTIME.match(value.strip()):
-            raise ValueError("must be a SLURM time like '01:30:00' or '1-00:00:00'")
-        return value.strip()
+        return _check_walltime(value)
 
     @field_validator("job_extra_directives")
     @classmethod
     def _directives(cls, values: list[str]) -> list[str]:
-        out = []
-        for value in values:
-            value = value.strip().removeprefix("#SBATCH").strip()
-            if not value.startswith("-"):
-                raise ValueError(f"{value!r} is not an sbatch option like '--qos=normal'")
-            out.append(value)
-        return out
+        return _check_directives(values)
 
     @model_validator(mode="after")
     def _consistent(self) -> SlurmConfig:
@@ -330,6 +387,13 @@ class KubernetesConfig(_Section):
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="node labels the pods must match, like "
         "{'node.kubernetes.io/instance-type': 'm5.2xlarge'}")
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list, description="volumes of the worker pods (Kubernetes Volume "
+        "objects), like {'name': 'data', 'persistentVolumeClaim': {'claimName': 'obs'}}: the "
+        "run directory must be shared by the driver and the workers")
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list, description="mounts of those volumes in the worker container "
+        "(Kubernetes VolumeMount objects), like {'name': 'data', 'mountPath': '/data'}")
     scheduler_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="how the scheduler's service is exposed")
     idle_timeout: int = Field(0, ge=0, description="seconds after which an idle cluster is "
@@ -437,66 +501,6 @@ def site_schema() -> dict[str, Any]:
         The JSON schema of :class:`SiteProfile`; every property has a ``description``.
     """
     return SiteProfile.model_json_schema()
-
-
-# ---- errors on one line -------------------------------------------------------------------
-
-def _where(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _message(err: dict) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']}"
-    if kind == "greater_than":
-        return f"must be > {ctx['gt']}"
-    if kind == "less_than_equal":
-        return f"must be <= {ctx['le']}"
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '')}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return "must be an integer"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return err["msg"][:1].lower() + err["msg"][1:]
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """All problems of a profile as one line: ``"src: a.b: problem; c: problem"``.
-
-    Parameters
-    ----------
-    exc : pydantic.ValidationError
-        The error raised while validating a :class:`SiteProfile`.
-    source : str
-        The file (or other origin) named at the start of the line.
-
-    Returns
-    -------
-    str
-        One line, without newlines.
-    """
-    parts = []
-    for err in exc.errors():
-        where, message = _where(err["loc"]), _message(err)
-        if message.startswith("@"):  # problems across fields, each tagged with its field
-            for tagged in message[1:].split("; @"):
-                field, _, text = tagged.partition(": ")
-                parts.append(f"{where}.{field}: {text}" if where else f"{field}: {text}")
-            continue
-        parts.append(f"{where}: {message}" if where else message)
-    parts = [" ".join(part.split()) for part in parts]
-    return f"{source}: " + "; ".join(parts)
 
 
 def profile_from_dict(data: Any, source: str = "<profile>") -> SiteProfile:
