@@ -138,3 +138,4 @@ def test_validation():
         solve_multidir(data, model, w, f, a1, a2, 8, 1, 1, mode="full_jones")
     with pytest.raises(ValueError, match="antenna"):
         solve_multidir(data, model, w, f, a1, a2, 4, 1, 1)
+
