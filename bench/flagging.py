@@ -12,7 +12,8 @@ impulsive spikes) and its truth mask, then flags it
 and prints time (process CPU time, best of ``--repeat`` runs, for daskcal), visibilities/s
 per core, recall (RFI above 3 sigma) and false-positive rate (of clean samples) of both
 against the truth, the fraction each flags on a clean observation with a 100 Jy source
-0.1 deg from the phase centre, and the speed ratio. The kernel-level
+0.1 deg from the phase centre, the speed ratio, and the 2-thread wall-time speed-up
+beside that of a GIL-free numba loop run at the same time (a busy machine scales neither). The kernel-level
 comparison on one large block is ``bench/flagging_kernel.py``.
 """
 
@@ -59,6 +60,39 @@ for b in range(n_bl):
 np.save(work / "flags.npy", out)
 print(json.dumps({"wall_s": wall, "cpu_s": cpu, "version": flagger.get_version_string()}))
 """
+
+
+def control_scaling(seconds: float = 0.3) -> float:
+    """Wall-time speed-up of 2 threads over 1 for a GIL-free numba loop (2x the work).
+
+    Tells a GIL-bound flagger from a busy machine: on 2 idle cores this is ~2.
+    """
+    import threading
+
+    import numba
+
+    @numba.njit(nogil=True)
+    def spin(n):
+        s = 0.0
+        for i in range(n):
+            s += np.sin(i * 1e-3)
+        return s
+
+    spin(10)
+    t0 = time.perf_counter()
+    spin(1_000_000)
+    n = max(1, int(1_000_000 * seconds / max(time.perf_counter() - t0, 1e-6)))
+
+    def run(threads: int) -> float:
+        workers = [threading.Thread(target=spin, args=(n,)) for _ in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - t0
+
+    return 2 * min(run(1) for _ in range(3)) / min(run(2) for _ in range(3))
 
 
 def scores(flags: np.ndarray, mask: np.ndarray, strong: np.ndarray) -> tuple[float, float]:
@@ -124,6 +158,7 @@ def main(argv=None) -> int:
     xds_d = xds.chunk({"time": -1})
     flag(xds_d.isel(time=slice(0, 64), baseline_id=slice(0, 2)), fcfg).FLAG.compute()  # jit
     results = {}
+    walls = {}
     for threads in (1, 2):
         best_wall, best_cpu = np.inf, np.inf
         for _ in range(args.repeat):
@@ -134,9 +169,13 @@ def main(argv=None) -> int:
                 best_cpu = min(best_cpu, time.process_time() - c0)
         # per-core cost: process CPU time (all threads), robust on a shared machine
         core_s = best_cpu
+        walls[threads] = best_wall
         results[f"daskcal ({threads} thr)"] = (core_s, *scores(ours, mask, strong))
         print(f"daskcal {threads} thread(s): {best_wall:.2f} s wall, {best_cpu:.2f} s CPU, "
               f"{n_vis / core_s / 1e6:.2f} Mvis/s per core (best of {args.repeat})")
+
+    print(f"2-thread wall-time speed-up: daskcal {walls[1] / walls[2]:.2f}x; GIL-free numba "
+          f"control on this machine now {control_scaling():.2f}x (below ~1.8: cores are busy)")
 
     clean_frac = {"daskcal": float(flag(clean.chunk({"time": -1}), fcfg).FLAG.mean())}
     python = aoflagger_python(args.aoflagger_python)

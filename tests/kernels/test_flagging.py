@@ -85,6 +85,20 @@ def test_mad_flag_validation(kwargs, match):
         mad_flag(**args)
 
 
+def test_median_mad_equals_numpy_on_large_samples():
+    """The sample-bracketed selection (used above 1 024 samples) and its fallbacks."""
+    from daskcal.kernels._robust import _median_mad
+
+    rng = np.random.default_rng(17)
+    samples = [rng.normal(size=9_601), rng.normal(size=4_096), rng.integers(-3, 4, 5_000),
+               np.sort(rng.normal(size=3_001)), np.r_[np.zeros(3_000), rng.normal(size=2_000)],
+               np.r_[np.full(2_000, 5.0), np.full(2_000, -5.0)], np.ones(2_048)]
+    for values in samples:
+        values = values.astype(np.float64)
+        med = np.median(values)
+        assert _median_mad(values.copy()) == (med, np.median(np.abs(values - med)))
+
+
 # --------------------------------------------------------------------------- background
 
 

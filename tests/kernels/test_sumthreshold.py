@@ -160,6 +160,46 @@ def test_sumthreshold_stack_and_per_plane_thresholds():
     np.testing.assert_array_equal(got[2], flags[2])
 
 
+def reference_interleaved(values, flags, thresholds, windows):
+    """AOFlagger's order: per window, the time pass then the frequency pass, one shared mask."""
+    cur = flags.copy()
+    for window, chi in zip(windows, thresholds, strict=True):
+        cur = reference_pass(values, cur, window, chi, 0)
+        cur = reference_pass(values, cur, window, chi, 1)
+    return cur
+
+
+@pytest.mark.parametrize("windows", [(1, 2, 4, 8), (2, 4, 8), (1, 3, 16)])
+def test_interleaved_plane_equals_reference(windows):
+    """The strategy's kernel: shared mask, mirrored layouts, ``M = 1`` as one pass."""
+    rng = np.random.default_rng(9)
+    for trial in range(12):
+        n, m = rng.integers(3, 40, 2)
+        values = _dyadic(rng, (n, m), np.float32)
+        values[rng.integers(0, n), :] += 3.0  # broadband
+        values[:, rng.integers(0, m)] -= 2.5  # narrowband, negative
+        flags = rng.random((n, m)) < 0.1
+        chi = st.sumthreshold_thresholds(float(rng.integers(512, 2048)) / 256.0, windows, 1.5)
+        got, got_t = flags.copy(), np.ascontiguousarray(flags.T)
+        st._st_plane_interleaved(values, np.ascontiguousarray(values.T), got, got_t,
+                                 np.asarray(windows), chi, np.empty_like(got),
+                                 np.empty_like(got_t))
+        want = reference_interleaved(values, flags, chi, windows)
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(got_t, want.T, err_msg=f"trial {trial}")
+
+
+def test_window_sums_resync_with_long_windows():
+    """Exact window sums at a resynchronisation point, long windows, flags in them."""
+    rng = np.random.default_rng(10)
+    values = _dyadic(rng, (2 * st._RESYNC + 90, 5), np.float32)
+    values[st._RESYNC + 3, 2] = 15.0
+    flags = rng.random(values.shape) < 0.2
+    for window in (64, 80):
+        got = st.sumthreshold_pass(values, flags, window, 0.3, 0)
+        np.testing.assert_array_equal(got, reference_pass(values, flags, window, 0.3, 0))
+
+
 def test_thresholds_follow_rho_law():
     chi = st.sumthreshold_thresholds(6.0, (1, 2, 4, 64), 1.5)
     np.testing.assert_allclose(chi, 6.0 / 1.5 ** np.array([0, 1, 2, 6]))

@@ -1,10 +1,12 @@
-"""Block-grid kernels of the background fit: block sums, hole filling, interpolation.
+"""Block-grid kernels of the background fit: block sums, residuals, hole filling, interpolation.
 
 Private to :mod:`daskcal.kernels.rfi_background` and
 :mod:`daskcal.kernels.rfi_strategy`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -65,6 +67,144 @@ def _block_sums_real(values, flags, d_t, d_f, sums, census):
                 row_cnt[f] += 1.0 if use else 0.0
                 row_tw[f] += w_t if use else 0.0
         _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+
+
+@njit
+def _complex_block_sums(planes, pols, mask, d_t, d_f, sums, census):
+    """Masked block sums of the real and imaginary parts of ``planes[pols]``.
+
+    ``sums`` (n_bt, n_bf, 2 * len(pols)) and ``census`` (n_bt, n_bf, 3) are
+    overwritten (see :func:`~daskcal.kernels._background_blocks._reduce_block_row`).
+    """
+    n_t = planes.shape[1]
+    n_f = planes.shape[2]
+    k = pols.shape[0]
+    row_sum = np.empty((2 * k, n_f), np.float64)
+    row_cnt = np.empty(n_f, np.float64)
+    row_tw = np.empty(n_f, np.float64)
+    for bt in range(census.shape[0]):
+        t0 = bt * d_t
+        t1 = min(t0 + d_t, n_t)
+        tc = t0 + (t1 - t0 - 1) / 2.0
+        row_sum[:, :] = 0.0
+        row_cnt[:] = 0.0
+        row_tw[:] = 0.0
+        for t in range(t0, t1):
+            m_row = mask[t]
+            w_t = (t - tc) / d_t
+            for f in range(n_f):
+                use = not m_row[f]
+                row_cnt[f] += 1.0 if use else 0.0
+                row_tw[f] += w_t if use else 0.0
+            for q in range(k):
+                p_row = planes[pols[q], t]
+                re_acc = row_sum[2 * q]
+                im_acc = row_sum[2 * q + 1]
+                for f in range(n_f):
+                    z = p_row[f]
+                    use = not m_row[f]
+                    re_acc[f] += z.real if use else 0.0
+                    im_acc[f] += z.imag if use else 0.0
+        _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+
+
+@njit
+def _complex_statistic(planes, pols, coarse, idx_t, frac_t, idx_f, frac_f, mask, d_t, d_f,
+                       out, sums, census):
+    """Complex detection statistic ``x = sqrt(mean_q |V_q - B_q|^2)`` (n_time, n_chan) float32
+    (0 where not finite), and its masked block ``sums`` (n_bt, n_bf, 1) and ``census``.
+
+    ``B`` is interpolated bilinearly from the block background ``coarse`` (n_bt, n_bf, 2k)
+    of :func:`_complex_block_sums`.
+    """
+    n_t = planes.shape[1]
+    n_f = planes.shape[2]
+    k = pols.shape[0]
+    n_bt = coarse.shape[0]
+    n_bf = coarse.shape[1]
+    n_v = coarse.shape[2]
+    row = np.empty((n_v, n_bf), np.float64)
+    bg = np.empty((n_v, n_f), np.float32)
+    row_sum = np.zeros((1, n_f), np.float64)
+    row_cnt = np.zeros(n_f, np.float64)
+    row_tw = np.zeros(n_f, np.float64)
+    inv_k = np.float32(1.0 / k)
+    for t in range(n_t):
+        i0 = idx_t[t]
+        i1 = min(i0 + 1, n_bt - 1)
+        a = frac_t[t]
+        for v in range(n_v):
+            for j in range(n_bf):
+                row[v, j] = coarse[i0, j, v] + (coarse[i1, j, v] - coarse[i0, j, v]) * a
+        for v in range(n_v):
+            for f in range(n_f):
+                j0 = idx_f[f]
+                j1 = min(j0 + 1, n_bf - 1)
+                bg[v, f] = row[v, j0] + (row[v, j1] - row[v, j0]) * frac_f[f]
+        x_row = out[t]
+        x_row[:] = 0.0
+        for q in range(k):
+            p_row = planes[pols[q], t]
+            bre = bg[2 * q]
+            bim = bg[2 * q + 1]
+            for f in range(n_f):
+                z = p_row[f]
+                dr = z.real - bre[f]
+                di = z.imag - bim[f]
+                x_row[f] += dr * dr + di * di
+        m_row = mask[t]
+        bt = t // d_t
+        t0 = bt * d_t
+        w_t = (t - (t0 + (min(t0 + d_t, n_t) - t0 - 1) / 2.0)) / d_t
+        for f in range(n_f):
+            x = np.sqrt(x_row[f] * inv_k)
+            x = x if math.isfinite(x) else np.float32(0.0)
+            x_row[f] = x
+            use = not m_row[f]
+            row_sum[0, f] += x if use else 0.0
+            row_cnt[f] += 1.0 if use else 0.0
+            row_tw[f] += w_t if use else 0.0
+        if (t + 1) % d_t == 0 or t == n_t - 1:
+            _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+            row_sum[:, :] = 0.0
+            row_cnt[:] = 0.0
+            row_tw[:] = 0.0
+
+
+@njit
+def _residual_into(values, coarse, idx_t, frac_t, idx_f, frac_f, out, out_t):
+    """``out = values - B`` and its transpose ``out_t``, ``B`` bilinear from ``coarse[..., 0]``.
+
+    ``values`` and ``out`` are (n_time, n_chan) float32, ``out_t`` (n_chan, n_time).
+    ``B`` is interpolated along frequency once per block row, then along time
+    row by row (contiguous, vectorised); the transpose is written tile by tile
+    while the tile is in cache.
+    """
+    n_t, n_f = values.shape
+    n_bt = coarse.shape[0]
+    n_bf = coarse.shape[1]
+    fine = np.empty((n_bt, n_f), np.float64)
+    for i in range(n_bt):
+        for f in range(n_f):
+            j0 = idx_f[f]
+            j1 = min(j0 + 1, n_bf - 1)
+            fine[i, f] = coarse[i, j0, 0] + (coarse[i, j1, 0] - coarse[i, j0, 0]) * frac_f[f]
+    tile = 32
+    for t0 in range(0, n_t, tile):
+        t1 = min(t0 + tile, n_t)
+        for t in range(t0, t1):
+            lo = fine[idx_t[t]]
+            hi = fine[min(idx_t[t] + 1, n_bt - 1)]
+            a = np.float64(frac_t[t])
+            v_row = values[t]
+            o_row = out[t]
+            for f in range(n_f):
+                o_row[f] = v_row[f] - (lo[f] + (hi[f] - lo[f]) * a)
+        for f0 in range(0, n_f, tile):
+            f1 = min(f0 + tile, n_f)
+            for f in range(f0, f1):
+                for t in range(t0, t1):
+                    out_t[f, t] = out[t, f]
 
 
 @njit

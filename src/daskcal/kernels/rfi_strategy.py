@@ -48,7 +48,12 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from daskcal.kernels._background_blocks import _reduce_block_row
+from daskcal.kernels._background_blocks import (
+    _block_sums_real,
+    _complex_block_sums,
+    _complex_statistic,
+    _residual_into,
+)
 from daskcal.kernels._jit import njit
 from daskcal.kernels._robust import _robust_sigma
 from daskcal.kernels.rfi_background import (
@@ -79,150 +84,54 @@ _NOISE_SAMPLES = 1 << 13
 
 
 @njit
-def _complex_block_sums(planes, pols, mask, d_t, d_f, sums, census):
-    """Masked block sums of the real and imaginary parts of ``planes[pols]``.
+def _gather_amplitudes(visibility, flags, b, amp, bad):
+    """Amplitudes and input mask of baseline ``b``, in one pass over the data.
 
-    ``sums`` (n_bt, n_bf, 2 * len(pols)) and ``census`` (n_bt, n_bf, 3) are
-    overwritten (see :func:`~daskcal.kernels._background_blocks._reduce_block_row`).
+    ``visibility``, ``flags`` are (n_time, n_bl, n_chan, n_pol); ``amp`` (n_pol,
+    n_time, n_chan) float32 is ``|V|`` (0 where not finite) and ``bad`` (same shape,
+    bool) is ``FLAG | ~isfinite(V)``.
     """
-    n_t = planes.shape[1]
-    n_f = planes.shape[2]
-    k = pols.shape[0]
-    row_sum = np.empty((2 * k, n_f), np.float64)
-    row_cnt = np.empty(n_f, np.float64)
-    row_tw = np.empty(n_f, np.float64)
-    for bt in range(census.shape[0]):
-        t0 = bt * d_t
-        t1 = min(t0 + d_t, n_t)
-        tc = t0 + (t1 - t0 - 1) / 2.0
-        row_sum[:, :] = 0.0
-        row_cnt[:] = 0.0
-        row_tw[:] = 0.0
-        for t in range(t0, t1):
-            m_row = mask[t]
-            w_t = (t - tc) / d_t
-            for f in range(n_f):
-                use = not m_row[f]
-                row_cnt[f] += 1.0 if use else 0.0
-                row_tw[f] += w_t if use else 0.0
-            for q in range(k):
-                p_row = planes[pols[q], t]
-                re_acc = row_sum[2 * q]
-                im_acc = row_sum[2 * q + 1]
-                for f in range(n_f):
-                    z = p_row[f]
-                    use = not m_row[f]
-                    re_acc[f] += z.real if use else 0.0
-                    im_acc[f] += z.imag if use else 0.0
-        _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
+    n_t = visibility.shape[0]
+    n_f = visibility.shape[2]
+    n_p = visibility.shape[3]
+    for t in range(n_t):
+        v_row = visibility[t, b]
+        f_row = flags[t, b]
+        for f in range(n_f):
+            for p in range(n_p):
+                z = v_row[f, p]
+                re = np.float64(z.real)
+                im = np.float64(z.imag)
+                a = np.float32(math.sqrt(re * re + im * im))
+                amp[p, t, f] = a if math.isfinite(a) else np.float32(0.0)
+                bad[p, t, f] = f_row[f, p] or not (math.isfinite(re) and math.isfinite(im))
 
 
 @njit
-def _statistic(planes, pols, coarse, idx_t, frac_t, idx_f, frac_f, use_complex, mask,
-               d_t, d_f, out, sums, census):
-    """Detection statistic ``x`` (n_time, n_chan) float32 (0 where not finite), and its
-    masked block ``sums`` (n_bt, n_bf, 1) and ``census`` for the next background fit.
-
-    Complex: ``sqrt(mean_q |V_q - B_q|^2)`` with ``B`` interpolated bilinearly
-    from the block background ``coarse`` (n_bt, n_bf, 2k). Amplitude:
-    ``mean_q |V_q|`` (``coarse`` unused).
-    """
-    n_t = planes.shape[1]
-    n_f = planes.shape[2]
+def _group_amplitude(amp, bad, pols, x, mask):
+    """``x = mean_q amp[pols[q]]`` (float32) and ``mask = OR_q bad[pols[q]]``."""
     k = pols.shape[0]
-    n_bt = coarse.shape[0]
-    n_bf = coarse.shape[1]
-    n_v = coarse.shape[2]
-    row = np.empty((n_v, n_bf), np.float64)
-    bg = np.empty((n_v, n_f), np.float32)
-    row_sum = np.zeros((1, n_f), np.float64)
-    row_cnt = np.zeros(n_f, np.float64)
-    row_tw = np.zeros(n_f, np.float64)
+    n_t = amp.shape[1]
+    n_f = amp.shape[2]
     inv_k = np.float32(1.0 / k)
     for t in range(n_t):
-        if use_complex:
-            i0 = idx_t[t]
-            i1 = min(i0 + 1, n_bt - 1)
-            a = frac_t[t]
-            for v in range(n_v):
-                for j in range(n_bf):
-                    row[v, j] = coarse[i0, j, v] + (coarse[i1, j, v] - coarse[i0, j, v]) * a
-            for v in range(n_v):
-                for f in range(n_f):
-                    j0 = idx_f[f]
-                    j1 = min(j0 + 1, n_bf - 1)
-                    bg[v, f] = row[v, j0] + (row[v, j1] - row[v, j0]) * frac_f[f]
-        x_row = out[t]
-        x_row[:] = 0.0
-        for q in range(k):
-            p_row = planes[pols[q], t]
-            if use_complex:
-                bre = bg[2 * q]
-                bim = bg[2 * q + 1]
-                for f in range(n_f):
-                    z = p_row[f]
-                    dr = z.real - bre[f]
-                    di = z.imag - bim[f]
-                    x_row[f] += dr * dr + di * di
-            else:
-                for f in range(n_f):
-                    x_row[f] += abs(p_row[f])
+        x_row = x[t]
         m_row = mask[t]
-        bt = t // d_t
-        t0 = bt * d_t
-        w_t = (t - (t0 + (min(t0 + d_t, n_t) - t0 - 1) / 2.0)) / d_t
+        x_row[:] = 0.0
+        m_row[:] = False
+        for q in range(k):
+            a_row = amp[pols[q], t]
+            b_row = bad[pols[q], t]
+            for f in range(n_f):
+                x_row[f] += a_row[f]
+                m_row[f] = m_row[f] | b_row[f]
         for f in range(n_f):
-            x = np.sqrt(x_row[f] * inv_k) if use_complex else x_row[f] * inv_k
-            x = x if math.isfinite(x) else np.float32(0.0)
-            x_row[f] = x
-            use = not m_row[f]
-            row_sum[0, f] += x if use else 0.0
-            row_cnt[f] += 1.0 if use else 0.0
-            row_tw[f] += w_t if use else 0.0
-        if (t + 1) % d_t == 0 or t == n_t - 1:
-            _reduce_block_row(bt, row_sum, row_cnt, row_tw, d_f, sums, census)
-            row_sum[:, :] = 0.0
-            row_cnt[:] = 0.0
-            row_tw[:] = 0.0
+            x_row[f] *= inv_k
 
 
 @njit
-def _subtract_background(x, coarse, idx_t, frac_t, idx_f, frac_f):
-    """``x -= B`` in place, ``B`` bilinear from block channel 0 of ``coarse``."""
-    n_t, n_f = x.shape
-    n_bt = coarse.shape[0]
-    n_bf = coarse.shape[1]
-    row = np.empty(n_bf, np.float64)
-    for t in range(n_t):
-        i0 = idx_t[t]
-        i1 = min(i0 + 1, n_bt - 1)
-        a = frac_t[t]
-        for j in range(n_bf):
-            row[j] = coarse[i0, j, 0] + (coarse[i1, j, 0] - coarse[i0, j, 0]) * a
-        for f in range(n_f):
-            j0 = idx_f[f]
-            j1 = min(j0 + 1, n_bf - 1)
-            x[t, f] -= row[j0] + (row[j1] - row[j0]) * frac_f[f]
-
-
-@njit
-def _input_mask(planes, pols, flags, out):
-    """``out = OR_q flags[q] | ~isfinite(planes[pols[q]])`` (flags (k, n_t, n_f))."""
-    k = pols.shape[0]
-    n_t = planes.shape[1]
-    n_f = planes.shape[2]
-    for t in range(n_t):
-        for f in range(n_f):
-            bad = False
-            for q in range(k):
-                z = planes[pols[q], t, f]
-                bad = bad or flags[q, t, f] or not (math.isfinite(z.real) and math.isfinite(z.imag))
-            out[t, f] = bad
-
-
-@njit
-def _gather_baseline(visibility, flags, b, planes, plane_flags):
-    """Copy baseline ``b`` of (n_time, n_bl, n_chan, n_pol) arrays into (n_pol, n_time, n_chan)."""
+def _gather_planes(visibility, b, planes):
+    """Copy baseline ``b`` of (n_time, n_bl, n_chan, n_pol) into (n_pol, n_time, n_chan)."""
     n_t = visibility.shape[0]
     n_f = visibility.shape[2]
     n_p = visibility.shape[3]
@@ -230,34 +139,48 @@ def _gather_baseline(visibility, flags, b, planes, plane_flags):
         for f in range(n_f):
             for p in range(n_p):
                 planes[p, t, f] = visibility[t, b, f, p]
-                plane_flags[p, t, f] = flags[t, b, f, p]
 
 
 @njit
-def _scatter_flags(out, b, detected, planes):
-    """``out[:, b, :, p] |= detected | ~isfinite(planes[p])`` for every polarisation ``p``."""
+def _any_into(bad, out):
+    """``out = OR_p bad[p]`` for (n_pol, n_time, n_chan) ``bad``."""
+    out[:, :] = bad[0]
+    for p in range(1, bad.shape[0]):
+        for t in range(bad.shape[1]):
+            o_row = out[t]
+            b_row = bad[p, t]
+            for f in range(bad.shape[2]):
+                o_row[f] = o_row[f] | b_row[f]
+
+
+@njit
+def _scatter_flags(out, b, detected, bad):
+    """``out[:, b, :, p] |= detected | bad[p]`` for every polarisation ``p``."""
     n_t = out.shape[0]
     n_f = out.shape[2]
     n_p = out.shape[3]
     for t in range(n_t):
+        o_row = out[t, b]
+        d_row = detected[t]
         for f in range(n_f):
-            d = detected[t, f]
+            d = d_row[f]
             for p in range(n_p):
-                z = planes[p, t, f]
-                bad = not (math.isfinite(z.real) and math.isfinite(z.imag))
-                out[t, b, f, p] = out[t, b, f, p] or d or bad
+                o_row[f, p] = o_row[f, p] | d | bad[p, t, f]
 
 
 # --------------------------------------------------------------------------- driver
 
 
 class _Workspace:
-    """Buffers for one plane shape, reused across groups and steps."""
+    """Buffers for one plane shape, reused across baselines, groups and steps."""
 
     def __init__(self, n_time: int, n_chan: int, grid: BackgroundGrid) -> None:
         shape, shape_t = (n_time, n_chan), (n_chan, n_time)
         self.x = np.empty(shape, np.float32)
         self.x_t = np.empty(shape_t, np.float32)
+        self.stat = np.empty(shape, np.float32)
+        self.group_amp = np.empty(shape, np.float32)
+        self.group_mask = np.empty(shape, np.bool_)
         self.ignore_t = np.empty(shape_t, np.bool_)
         self.det = np.empty(shape, np.bool_)
         self.det_t = np.empty(shape_t, np.bool_)
@@ -266,14 +189,26 @@ class _Workspace:
         self.result_t = np.empty(shape_t, np.bool_)
         self.census = np.empty((*grid.coarse_shape, 3), np.float64)
         self.sums1 = np.empty((*grid.coarse_shape, 1), np.float64)
-        self.no_coarse = np.zeros((1, 1, 2), np.float64)
+        # fit geometry of the last input mask: the polarisations of a baseline share it
+        self.geom_mask = np.empty(shape, np.bool_)
+        self.geom_input = None
+
+    def input_geometry(self, mask: NDArray, grid: BackgroundGrid) -> NDArray:
+        """:func:`mask_geometry` of ``self.census`` (made from the input ``mask``), cached."""
+        if self.geom_input is None or not np.array_equal(mask, self.geom_mask):
+            self.geom_input = mask_geometry(self.census, grid)
+            self.geom_mask[:, :] = mask
+        return self.geom_input
 
 
-def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: BackgroundGrid,
-                  ws: _Workspace, cfg: dict) -> NDArray:
+def _detect_group(amp: NDArray, ignore: NDArray, planes: NDArray | None, pols: NDArray,
+                  grid: BackgroundGrid, ws: _Workspace, cfg: dict) -> NDArray:
     """Detections (n_time, n_chan) of one polarisation group before the SIR (steps 1-5).
 
-    Returns ``ws.det`` (overwritten by the next call): input flags OR detections.
+    ``amp`` is the group's amplitude statistic and ``ignore`` its input mask;
+    ``planes`` (n_pol, n_time, n_chan) complex64 are needed for the complex
+    representation only. Returns ``ws.det`` (overwritten by the next call): input
+    flags OR detections.
     """
     use_complex = cfg["representation"] == "complex"
     tables = (grid.idx_time, grid.frac_time, grid.idx_freq, grid.frac_freq)
@@ -285,32 +220,52 @@ def _detect_group(planes: NDArray, pols: NDArray, ignore: NDArray, grid: Backgro
     for i_step, step in enumerate(cfg["sensitivity_steps"]):
         # the first step detects on the amplitude: strong RFI of random phase would
         # otherwise pull an unmasked complex fit far from its neighbours
-        complex_step = use_complex and i_step > 0
-        if complex_step:
+        if use_complex and i_step > 0:
             sums = np.empty((*grid.coarse_shape, 2 * len(pols)), np.float64)
             _complex_block_sums(planes, pols, mask, d_t, d_f, sums, ws.census)
             geom = mask_geometry(ws.census, grid)
             coarse = fit_values(sums, ws.census, geom, grid)
+            _complex_statistic(planes, pols, coarse, *tables, mask, d_t, d_f, ws.stat,
+                               ws.sums1, ws.census)
+            values = ws.stat
         else:
-            coarse = ws.no_coarse
-        _statistic(planes, pols, coarse, *tables, complex_step, mask, d_t, d_f, ws.x,
-                   ws.sums1, ws.census)
-        if not complex_step:
-            geom = mask_geometry(ws.census, grid)
-        _subtract_background(ws.x, fit_values(ws.sums1, ws.census, geom, grid), *tables)
+            _block_sums_real(amp, mask, d_t, d_f, ws.sums1, ws.census)
+            geom = (ws.input_geometry(mask, grid) if i_step == 0
+                    else mask_geometry(ws.census, grid))
+            values = amp
+        _residual_into(values, fit_values(ws.sums1, ws.census, geom, grid), *tables, ws.x,
+                       ws.x_t)
         sigma = _robust_sigma(ws.x, mask, _NOISE_SAMPLES)
         if not (math.isfinite(sigma) and sigma > 0):
             det[:, :] = ignore
             break
-        thresholds = sumthreshold_thresholds(cfg["base_threshold"] * step * sigma, windows,
-                                             cfg["rho"])
-        _transpose_into(ws.x, ws.x_t)
+        # = sumthreshold_thresholds(chi_1, windows, rho), without its per-call validation
+        thresholds = (cfg["base_threshold"] * step * sigma) / cfg["rho_powers"]
         det[:, :] = ignore
         ws.det_t[:, :] = ws.ignore_t
         _st_plane_interleaved(ws.x, ws.x_t, det, ws.det_t, windows, thresholds, ws.work,
                               ws.work_t)
         mask = det
     return det
+
+
+def _detect_baseline(amp: NDArray, bad: NDArray, planes: NDArray | None,
+                     group_pols: list[NDArray], grid: BackgroundGrid, ws: _Workspace,
+                     cfg: dict, detected: NDArray, any_bad: NDArray) -> NDArray:
+    """SIR-dilated detections (n_time, n_chan) of one baseline from its amplitudes ``amp``
+    and input masks ``bad`` (n_pol, n_time, n_chan); ``detected``, ``any_bad`` are work
+    planes."""
+    detected[:, :] = False
+    for pols in group_pols:
+        if len(pols) == 1:
+            x, ignore = amp[pols[0]], bad[pols[0]]
+        else:
+            x, ignore = ws.group_amp, ws.group_mask
+            _group_amplitude(amp, bad, pols, x, ignore)
+        detected |= _detect_group(x, ignore, planes, pols, grid, ws, cfg)
+    # one SIR of the union of the groups' detections (as AOFlagger's strategy)
+    _any_into(bad, any_bad)
+    return _sir_dilate(detected, any_bad, ws, cfg)
 
 
 def _sir_dilate(det: NDArray, ignore: NDArray, ws: _Workspace, cfg: dict) -> NDArray:
@@ -376,6 +331,7 @@ def _config(*, base_threshold: float, rho: float, windows: Sequence[int],
     return {
         "base_threshold": float(base_threshold), "rho": float(rho),
         "windows": win.astype(np.int64), "sensitivity_steps": steps,
+        "rho_powers": float(rho) ** np.log2(win.astype(np.float64)),
         "sigma": (float(smoothing_sigma[0]), float(smoothing_sigma[1])),
         "fit_order": int(fit_order), "representation": representation,
         "eta_time": _eta_fraction(float(eta_t)), "eta_freq": _eta_fraction(float(eta_f)),
@@ -474,11 +430,16 @@ def rfi_flag_planes(
     k, n_time, n_chan = planes.shape
     grid = background_grid((n_time, n_chan), cfg["sigma"], None, cfg["fit_order"])
     ws = _Workspace(n_time, n_chan, grid)
-    pols = np.arange(k, dtype=np.int64)
+    # the planes seen as one baseline of a (n_time, 1, n_chan, k) block
+    block = np.moveaxis(planes, 0, -1)[:, None]
+    amp = np.empty((k, n_time, n_chan), np.float32)
+    bad = np.empty((k, n_time, n_chan), np.bool_)
+    _gather_amplitudes(block, np.moveaxis(flags, 0, -1)[:, None], 0, amp, bad)
     ignore = np.empty((n_time, n_chan), np.bool_)
-    _input_mask(planes, pols, np.ascontiguousarray(flags), ignore)
-    return ignore | _sir_dilate(_detect_group(planes, pols, ignore, grid, ws, cfg), ignore, ws,
-                                cfg)
+    _any_into(bad, ignore)
+    det = _detect_baseline(amp, bad, planes, [np.arange(k, dtype=np.int64)], grid, ws, cfg,
+                           np.empty_like(ignore), np.empty_like(ignore))
+    return ignore | det
 
 
 @_document_strategy
@@ -494,8 +455,9 @@ def rfi_flag(
     Every baseline is one independent time x frequency problem: a Dask wrapper
     must give each call *whole* time and frequency axes (chunks along
     ``baseline_id`` only; polarisation whole). Memory beyond the inputs and the
-    output: per (time, channel) about ``9 n_pol + 18`` bytes of work arrays, i.e.
-    1.7 times one baseline's complex64 ``VISIBILITY`` for 4 polarisations.
+    output: per (time, channel) about ``5 n_pol + 30`` bytes of work arrays
+    (``13 n_pol + 30`` for the complex representation), i.e. 1.6 times one
+    baseline's complex64 ``VISIBILITY`` for 4 polarisations.
 
     Parameters
     ----------
@@ -538,20 +500,17 @@ def rfi_flag(
         return out
     grid = background_grid((n_time, n_chan), cfg["sigma"], None, cfg["fit_order"])
     ws = _Workspace(n_time, n_chan, grid)
-    ignore = np.empty((n_time, n_chan), np.bool_)
-    planes = np.empty((n_pol, n_time, n_chan), np.complex64)
-    plane_flags = np.empty((n_pol, n_time, n_chan), np.bool_)
+    amp = np.empty((n_pol, n_time, n_chan), np.float32)
+    bad = np.empty((n_pol, n_time, n_chan), np.bool_)
+    planes = (np.empty((n_pol, n_time, n_chan), np.complex64)
+              if cfg["representation"] == "complex" else None)
     detected = np.empty((n_time, n_chan), np.bool_)
-    any_ignored = np.empty((n_time, n_chan), np.bool_)
+    any_bad = np.empty((n_time, n_chan), np.bool_)
     group_pols = [np.asarray(group, np.int64) for group in groups]
-    all_pols = np.arange(n_pol, dtype=np.int64)
     for b in range(n_bl):
-        _gather_baseline(visibility, flags, b, planes, plane_flags)
-        detected[:, :] = False
-        for pols in group_pols:
-            _input_mask(planes, pols, plane_flags[pols], ignore)
-            detected |= _detect_group(planes, pols, ignore, grid, ws, cfg)
-        # one SIR of the union of the groups' detections (as AOFlagger's strategy)
-        _input_mask(planes, all_pols, plane_flags, any_ignored)
-        _scatter_flags(out, b, _sir_dilate(detected, any_ignored, ws, cfg), planes)
+        _gather_amplitudes(visibility, flags, b, amp, bad)
+        if planes is not None:
+            _gather_planes(visibility, b, planes)
+        det = _detect_baseline(amp, bad, planes, group_pols, grid, ws, cfg, detected, any_bad)
+        _scatter_flags(out, b, det, bad)
     return out

@@ -69,25 +69,34 @@ _RESYNC = 512
 
 @njit
 def _window_sums(values, flags, start, window, total, count):
-    """Exact (float64) sums and counts of the usable samples of rows ``[start, start+window)``."""
+    """Exact (float64) sums and counts of the usable samples of rows ``[start, start+window)``.
+
+    Accumulated row by row (vectorised over columns, in the same order per column
+    as a column-wise loop).
+    """
     m = values.shape[1]
+    acc = np.zeros(m, np.float64)
+    cnt = np.zeros(m, np.float64)
+    for t in range(start, start + window):
+        v_row = values[t]
+        f_row = flags[t]
+        for j in range(m):
+            usable = not f_row[j]
+            acc[j] += v_row[j] if usable else 0.0
+            cnt[j] += 1.0 if usable else 0.0
     for j in range(m):
-        acc = 0.0
-        cnt = 0.0
-        for t in range(start, start + window):
-            if not flags[t, j]:
-                acc += values[t, j]
-                cnt += 1.0
-        total[j] = acc
-        count[j] = cnt
+        total[j] = acc[j]
+        count[j] = cnt[j]
 
 
 @njit
 def _st_pass_core(values, flags_in, flags_out, window, threshold, mirror, use_mirror):
     """One SumThreshold pass along axis 0 (see :func:`_st_pass_rows`).
 
-    If ``use_mirror``, every sample newly flagged at ``[t, j]`` is also set at
-    ``mirror[j, t]``, so that a transposed copy of the mask stays in step.
+    ``flags_out`` must not overlap ``flags_in`` (an overlap also stops LLVM from
+    vectorising the loop over columns). If ``use_mirror``, every sample newly
+    flagged at ``[t, j]`` is also set at ``mirror[j, t]``, so that a transposed
+    copy of the mask stays in step.
     """
     n, m = values.shape
     if window > n:
@@ -214,6 +223,30 @@ def _st_plane(values, values_t, flags_in, flags_in_t, windows, thresholds, do_ti
 
 
 @njit
+def _st_single(values, flags, mirror, threshold):
+    """SumThreshold with a window of one sample, in place: ``flags |= |values| > threshold``.
+
+    New flags are also set in the transposed ``mirror``. A one-sample window is the
+    same along both axes, and its sum is exact, so this replaces the time and the
+    frequency passes of ``M = 1``.
+    """
+    n, m = values.shape
+    thr = values.dtype.type(threshold)
+    for t in range(n):
+        v_row = values[t]
+        f_row = flags[t]
+        n_new = 0
+        for j in range(m):
+            new = (not f_row[j]) & (abs(v_row[j]) > thr)
+            n_new += new
+            f_row[j] = f_row[j] | new
+        if n_new > 0:
+            for j in range(m):
+                if f_row[j]:
+                    mirror[j, t] = True
+
+
+@njit
 def _st_plane_interleaved(values, values_t, flags, flags_t, windows, thresholds, work, work_t):
     """SumThreshold of one plane with the directions interleaved on one shared mask.
 
@@ -225,14 +258,20 @@ def _st_plane_interleaved(values, values_t, flags, flags_t, windows, thresholds,
     ``values``. On entry ``flags`` (n_time, n_chan) holds the input flags and
     ``flags_t`` their transpose; on return both hold the result. ``work`` and
     ``work_t`` are bool work arrays of the same shapes. Each pass writes its new
-    flags into the other layout too, so no full transpose is needed.
+    flags into the other layout too, so no full transpose is needed; ``M = 1``
+    is one elementwise pass (:func:`_st_single`).
     """
     a, a_t, b, b_t = flags, flags_t, work, work_t
+    swapped = False
     for k in range(windows.shape[0]):
+        if windows[k] == 1:
+            _st_single(values, a, a_t, thresholds[k])
+            continue
         _st_pass_core(values, a, b, windows[k], thresholds[k], a_t, True)
         _st_pass_core(values_t, a_t, b_t, windows[k], thresholds[k], b, True)
         a, a_t, b, b_t = b, b_t, a, a_t
-    if windows.shape[0] % 2 == 1:
+        swapped = not swapped
+    if swapped:
         flags[:, :] = a
         flags_t[:, :] = a_t
 

@@ -12,10 +12,11 @@ rechunks (lazily) to whole ``frequency`` and ``polarization``, windows of
 (``dask.array.map_overlap``; observations shorter than one window are processed
 whole), and groups of baselines sized so that one task stays within
 ``memory_per_task``. Memory per task is about
-``(time_window + 2 time_overlap) x n_chan x (19 n_pol + 18) x n_baselines_per_task``
-bytes (inputs, output flags and the kernel's work arrays). In a window the noise
-level is estimated from that window only; with the default overlap a window
-boundary changes well under 0.1 % of the decisions (tested).
+``(time_window + 2 time_overlap) x n_chan x (15 n_pol + 30) x n_baselines_per_task``
+bytes (inputs, output flags and the kernel's work arrays; ``23 n_pol + 30`` with the
+complex representation). In a window the noise level is estimated from that window
+only; with the default overlap a window boundary changes well under 0.1 % of the
+decisions (tested).
 
 Fields that must never be flagged for their own emission (the Sun's bursts are
 the signal; ``skip_fields``) get the selections that do not look at the data
@@ -39,7 +40,6 @@ from daskcal.data.chunking import chunk_data_vars
 from daskcal.data.model import VIS_DIMS
 from daskcal.kernels.flagging import mad_flag, rfi_flag
 from daskcal.stages.preflag import PreflagConfig, flag_statistics, preflag
-
 
 #: Baselines are split into at least this many tasks per time window (parallelism).
 MIN_BASELINE_GROUPS = 8
@@ -156,7 +156,8 @@ def rfi_flags(xds: xr.Dataset, config: RFIConfig) -> da.Array:
     n_time, n_bl, n_chan, n_pol = (xds.sizes[d] for d in VIS_DIMS)
     window = n_time if n_time <= config.time_window else config.time_window
     overlap = 0 if window == n_time else min(config.time_overlap, window)
-    per_bl = (window + 2 * overlap) * n_chan * (19 * n_pol + 18)
+    per_pol = 23 if config.representation == "complex" else 15
+    per_bl = (window + 2 * overlap) * n_chan * (per_pol * n_pol + 30)
     k = int(max(1, min(n_bl, parse_bytes(config.memory_per_task) // max(per_bl, 1))))
     # at least MIN_BASELINE_GROUPS tasks per time window, so that every worker thread has work
     k = max(1, min(k, -(-n_bl // MIN_BASELINE_GROUPS)))
