@@ -26,11 +26,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-# As root (CI, a test machine) the tests start a real single-node SLURM from Debian's packages
-# and then require it; otherwise the SLURM tests skip with the reason.
+# As root (CI, a test machine) the tests first start a real single-node SLURM and install
+# headless Chromium from Debian's packages, and then require both; otherwise those tests skip
+# with the reason.
 test: lint
-	@if [ "$$(id -u)" = 0 ]; then bash deploy/slurm/start-test-cluster.sh; fi
-	@if [ "$$(id -u)" = 0 ]; then export DASKCAL_REQUIRE_SLURM=1; fi; $(BIN)/python -m pytest
+	@if [ "$$(id -u)" = 0 ]; then bash deploy/test-prerequisites.sh; fi
+	@if [ "$$(id -u)" = 0 ]; then export DASKCAL_REQUIRE_SLURM=1 DASKCAL_REQUIRE_BROWSER=1; fi; \
+		$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
