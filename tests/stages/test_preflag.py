@@ -115,3 +115,41 @@ def test_flag_statistics_match_direct_counts():
 def test_config_rejects_reversed_ranges():
     with pytest.raises(ValueError, match="end before its start"):
         PreflagConfig(time_ranges_s=[(10.0, 5.0)])
+
+
+def test_elevation_selection_against_astropy_altaz():
+    from astropy import units as u
+    from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+    from astropy.time import Time
+    from astropy.utils import iers
+
+    from daskcal.data.model import baseline_antenna_pairs
+    from daskcal.testing.factories import VLA_CENTRE_ITRF_M
+
+    iers.conf.auto_download = False
+    n_ant, n_time = 3, 25
+    pos = VLA_CENTRE_ITRF_M + np.array([[0, 0, 0], [20e3, 0, 0], [0, -20e3, 5e3]])
+    a1, a2 = baseline_antenna_pairs(n_ant)
+    t = 1.7e9 + 3600.0 * np.arange(n_time)  # a day: the source rises and sets
+    shape = (n_time, a1.size, 4, 2)
+    xds = make_visibility_xds(
+        time_s=t, frequency_hz=1.4e9 + 1e6 * np.arange(4), polarization=["RR", "LL"],
+        antenna_names=["A", "B", "C"], antenna1=a1, antenna2=a2,
+        visibility=np.ones(shape, np.complex64), uvw_m=np.zeros((n_time, a1.size, 3)),
+        integration_time_s=10.0, channel_width_hz=1e6)
+    centre = np.radians([200.0, 10.0])
+    cfg = PreflagConfig(autocorrelations=False, elevation_min_deg=20.0)
+    got = selection_mask(chunk_data_vars(xds, {"time": 7}), cfg, antenna_itrf_m=pos,
+                         phase_centre_rad=centre).values
+    source = SkyCoord(200.0 * u.deg, 10.0 * u.deg, frame="fk5", equinox="J2000")
+    low = np.zeros((n_time, n_ant), bool)
+    for i in range(n_ant):
+        site = EarthLocation.from_geocentric(*pos[i], unit=u.m)
+        alt = source.transform_to(AltAz(obstime=Time(t, format="unix", scale="utc"),
+                                        location=site)).alt.deg
+        low[:, i] = alt < 20.0
+    expected = (low[:, a1] | low[:, a2])[:, :, None, None]
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(got, np.broadcast_to(expected, shape))
+    with pytest.raises(ValueError, match="antenna positions"):
+        selection_mask(xds, cfg)

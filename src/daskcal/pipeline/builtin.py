@@ -62,12 +62,25 @@ def phase_centre(context: StageContext) -> np.ndarray:
     return pc.reshape(-1, 2)[0]
 
 
-def _flag(xds: xr.Dataset, config: FlagConfig) -> xr.Dataset:
-    return flag(xds, config)
+def _geometry(context: StageContext) -> dict:
+    """Antenna positions and phase centre of the partition, for elevation selections."""
+    if ANTENNA_NODE not in context.node.children:
+        return {}
+    ant = context.node[ANTENNA_NODE].to_dataset(inherit=False)
+    try:
+        centre = phase_centre(context)
+    except DaskcalError:
+        return {}
+    return {"antenna_itrf_m": np.asarray(ant["ANTENNA_POSITION"].values),
+            "phase_centre_rad": centre}
 
 
-def _preflag(xds: xr.Dataset, config: PreflagConfig) -> xr.Dataset:
-    return preflag(xds, config)
+def _flag(xds: xr.Dataset, config: FlagConfig, context: StageContext) -> xr.Dataset:
+    return flag(xds, config, **_geometry(context))
+
+
+def _preflag(xds: xr.Dataset, config: PreflagConfig, context: StageContext) -> xr.Dataset:
+    return preflag(xds, config, **_geometry(context))
 
 
 def _average(xds: xr.Dataset, config: AverageConfig) -> xr.Dataset:

@@ -189,7 +189,13 @@ def _skipped_times(xds: xr.Dataset, patterns: list[str]) -> np.ndarray | None:
     return skip if skip.any() else None
 
 
-def flag(xds: xr.Dataset, config: FlagConfig | None = None) -> xr.Dataset:
+def flag(
+    xds: xr.Dataset,
+    config: FlagConfig | None = None,
+    *,
+    antenna_itrf_m: np.ndarray | None = None,
+    phase_centre_rad: np.ndarray | None = None,
+) -> xr.Dataset:
     """Flag a visibility partition, lazily.
 
     Parameters
@@ -197,6 +203,9 @@ def flag(xds: xr.Dataset, config: FlagConfig | None = None) -> xr.Dataset:
     xds : xarray.Dataset
         A visibility partition (dask- or numpy-backed).
     config : FlagConfig, optional
+    antenna_itrf_m, phase_centre_rad : ndarray, optional
+        ITRF antenna positions (n_ant, 3) in metres and the J2000 phase centre (RA, Dec) in
+        radians; needed only for the ``preflag.elevation_min_deg`` selection.
 
     Returns
     -------
@@ -208,7 +217,8 @@ def flag(xds: xr.Dataset, config: FlagConfig | None = None) -> xr.Dataset:
     chunks = xds["VISIBILITY"].chunksizes if xds["VISIBILITY"].chunks else None
     skip = _skipped_times(xds, config.skip_fields)
     data_pre = config.preflag.model_copy(update={"amplitude_max": None})
-    out = preflag(xds, config.preflag if skip is None else data_pre)
+    out = preflag(xds, config.preflag if skip is None else data_pre,
+                  antenna_itrf_m=antenna_itrf_m, phase_centre_rad=phase_centre_rad)
     if skip is not None and config.preflag.amplitude_max is not None:
         clip = (np.abs(xds["VISIBILITY"]) > config.preflag.amplitude_max) & \
             xr.DataArray(~skip, dims="time")

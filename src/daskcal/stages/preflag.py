@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from daskcal import DaskcalError
 from daskcal.data.model import VIS_DIMS
 
 SPEED_OF_LIGHT_M_S = 299_792_458.0
@@ -49,6 +50,10 @@ class PreflagConfig(BaseModel):
                     "default: the whole band is one subband")
     amplitude_max: float | None = Field(
         None, gt=0, description="flag samples with |V| above this clip level (Jy)")
+    elevation_min_deg: float | None = Field(
+        None, ge=-90, le=90,
+        description="flag baselines while the phase centre is below this elevation at either "
+                    "antenna (degrees; needs antenna positions and the phase centre)")
     non_finite: bool = Field(True, description="flag NaN and Inf visibilities")
 
     @field_validator("time_ranges_s", "freq_ranges_hz")
@@ -73,7 +78,37 @@ def _baseline_mask(names1: np.ndarray, names2: np.ndarray, patterns: list[str]) 
     return out
 
 
-def selection_mask(xds: xr.Dataset, config: PreflagConfig) -> xr.DataArray:
+class PreflagError(DaskcalError, ValueError):
+    """A selection that cannot be evaluated on this partition."""
+
+
+def _low_elevation(xds: xr.Dataset, limit_deg: float, antenna_itrf_m, phase_centre_rad):
+    """(n_time, n_bl) bool: the phase centre is below ``limit_deg`` at either antenna."""
+    from daskcal.data.geometry import elevation_azimuth
+
+    if antenna_itrf_m is None or phase_centre_rad is None:
+        raise PreflagError("elevation_min_deg needs the antenna positions and the phase centre")
+    pos = np.asarray(antenna_itrf_m, dtype=np.float64).reshape(-1, 3)
+    a1 = np.asarray(xds["antenna1"].values) if "antenna1" in xds.coords else None
+    a2 = np.asarray(xds["antenna2"].values) if "antenna2" in xds.coords else None
+    if a1 is None or a2 is None:
+        raise PreflagError("elevation_min_deg needs the antenna1/antenna2 coordinates")
+    ra, dec = (float(v) for v in np.asarray(phase_centre_rad, dtype=np.float64).ravel()[:2])
+    time = np.asarray(xds["time"].values, dtype=np.float64)
+    low = np.zeros((time.size, pos.shape[0]), bool)
+    for ant in np.unique(np.concatenate([a1, a2])):
+        el, _ = elevation_azimuth(time, ra, dec, pos[ant])
+        low[:, ant] = np.degrees(el[:, 0]) < limit_deg
+    return low[:, a1] | low[:, a2]
+
+
+def selection_mask(
+    xds: xr.Dataset,
+    config: PreflagConfig,
+    *,
+    antenna_itrf_m: np.ndarray | None = None,
+    phase_centre_rad: np.ndarray | None = None,
+) -> xr.DataArray:
     """The samples the selections pick, as a lazy boolean array with VISIBILITY's dims/chunks.
 
     Parameters
@@ -81,6 +116,11 @@ def selection_mask(xds: xr.Dataset, config: PreflagConfig) -> xr.DataArray:
     xds : xarray.Dataset
         A visibility partition.
     config : PreflagConfig
+    antenna_itrf_m : ndarray, shape (n_ant, 3), optional
+        ITRF antenna positions (metres), indexed by the ``antenna1``/``antenna2``
+        coordinates; needed for ``elevation_min_deg``.
+    phase_centre_rad : ndarray, shape (2,), optional
+        J2000 (RA, Dec) of the phase centre, radians; needed for ``elevation_min_deg``.
 
     Returns
     -------
@@ -110,8 +150,17 @@ def selection_mask(xds: xr.Dataset, config: PreflagConfig) -> xr.DataArray:
     for lo, hi in config.time_ranges_s:
         time_sel |= (time >= lo) & (time <= hi)
 
-    mask = (xr.DataArray(bl_sel, dims="baseline_id") | xr.DataArray(chan_sel, dims="frequency")
-            | xr.DataArray(time_sel, dims="time"))
+    lazy = isinstance(vis.data, da.Array)
+
+    def vec(values, dims):
+        # small selection vectors as (single-chunk) dask arrays when the data are dask, so that
+        # broadcasting them to the data's shape stays lazy instead of materialising a full mask
+        return xr.DataArray(da.from_array(values, chunks=-1) if lazy else values, dims=dims)
+
+    mask = vec(bl_sel, "baseline_id") | vec(chan_sel, "frequency") | vec(time_sel, "time")
+    if config.elevation_min_deg is not None:
+        low = _low_elevation(xds, config.elevation_min_deg, antenna_itrf_m, phase_centre_rad)
+        mask = mask | vec(low, ("time", "baseline_id"))
 
     # uv-distance selections: per row (metres) or per row and channel (wavelengths)
     if any(v is not None for v in (config.uv_min_m, config.uv_max_m,
@@ -138,15 +187,25 @@ def selection_mask(xds: xr.Dataset, config: PreflagConfig) -> xr.DataArray:
     return mask
 
 
-def preflag(xds: xr.Dataset, config: PreflagConfig) -> xr.Dataset:
+def preflag(
+    xds: xr.Dataset,
+    config: PreflagConfig,
+    *,
+    antenna_itrf_m: np.ndarray | None = None,
+    phase_centre_rad: np.ndarray | None = None,
+) -> xr.Dataset:
     """OR the selections of ``config`` into FLAG, lazily.
+
+    ``antenna_itrf_m`` and ``phase_centre_rad`` are needed only for
+    ``elevation_min_deg`` (see :func:`selection_mask`).
 
     Returns
     -------
     xarray.Dataset
         ``xds`` with the new FLAG; attrs record the stage in ``processing_history``.
     """
-    mask = selection_mask(xds, config)
+    mask = selection_mask(xds, config, antenna_itrf_m=antenna_itrf_m,
+                          phase_centre_rad=phase_centre_rad)
     out = xds.copy()
     out["FLAG"] = (xds["FLAG"] | mask).assign_attrs(xds["FLAG"].attrs)
     history = list(out.attrs.get("processing_history", []))
