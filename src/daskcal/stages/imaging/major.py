@@ -1,0 +1,205 @@
+"""The major cycle: an iterative driver around two callables, ``dirty`` and ``predict``.
+
+``dirty(vis)`` grids visibilities into an (unnormalised) image; ``predict(model)``
+degrids a model image (Jy/pixel) into visibilities. The driver only needs
+``dirty(vis - predict(model))`` to be an image, so the same loop runs on numpy arrays
+(:class:`NumpyBackend`, small data) and on lazy Dask arrays
+(:class:`daskcal.stages.imaging.backends.DaskBackend`): each major cycle **computes** its
+residual image (that is what makes it a major cycle), and the minor cycle runs in
+memory on the image. This is the one place where the image stage computes; everything
+before (weights, PSF, the dirty-image graph) is lazy.
+
+Cycle ``k`` (``k = 0`` starts from the dirty image):
+
+1. stop if ``peak |R| <= threshold`` (``max(threshold_jy, auto_threshold x rms)``) or the
+   iteration budget is spent;
+2. minor cycle down to ``max(threshold, (1 - mgain) peak, cycle_factor x sidelobe x peak)``;
+3. ``model += components``; ``R = dirty(vis - predict(model)) / psf_peak``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskcal.kernels.deconvolution import MultiscaleCleaner, clark_clean, hogbom_clean
+from daskcal.kernels.deconvolution._common import PsfConvolver, max_sidelobe
+from daskcal.kernels.gridding import dirty_image, make_plan, predict_vis, w_range
+from daskcal.stages.imaging.masks import robust_rms
+
+log = logging.getLogger(__name__)
+
+
+def materialise(x) -> np.ndarray:
+    """A numpy array of ``x``, computing it if it is lazy (the major-cycle computation)."""
+    if hasattr(x, "compute"):
+        x = x.compute()
+    return np.asarray(x, dtype=np.float64)
+
+
+@dataclass
+class NumpyBackend:
+    """In-memory gridding with :mod:`daskcal.kernels.gridding` (the data model's convention).
+
+    Parameters
+    ----------
+    uvw_m : ndarray, shape (n_row, 3)
+        Metres, ``X(antenna1) - X(antenna2)`` (:mod:`daskcal.data.model`).
+    freq_hz : ndarray, shape (n_chan,)
+    vis : ndarray, complex, shape (n_row, n_chan)
+        The visibilities to image (one product, e.g. Stokes I).
+    weight : ndarray, shape (n_row, n_chan)
+        Imaging weights (0 = unused).
+    npix : int
+    cell_rad : float
+    epsilon : float
+    method : {"wstack", "wproject"}
+
+    Notes
+    -----
+    The gridder's convention is ``V = sum I exp(-2 pi i (u l + v m - w (n - 1)) f/c)``
+    while our data follow ``... + w (n - 1)``: ``w`` is negated on the way in. The
+    gridder is used with ``divide_by_n=False`` so that model pixels are Jy per pixel
+    (``V = sum_pix S_pix exp(...)``, the RIME with pixel fluxes).
+    """
+
+    uvw_m: np.ndarray
+    freq_hz: np.ndarray
+    vis: np.ndarray
+    weight: np.ndarray
+    npix: int
+    cell_rad: float
+    epsilon: float = 1e-5
+    method: str = "wstack"
+    plan: Any = field(init=False, repr=False)
+    plan_psf: Any = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.uvw_m = np.asarray(self.uvw_m, dtype=np.float64) * np.array([1.0, 1.0, -1.0])
+        self.weight = np.asarray(self.weight, dtype=np.float64)
+        self.vis = np.asarray(self.vis, dtype=np.complex128)
+        lo, hi = w_range(self.uvw_m, self.freq_hz, None, self.weight)
+        kw = dict(w_min=lo, w_max=hi, n_vis=self.vis.size, method=self.method,
+                  divide_by_n=False)
+        self.plan = make_plan(self.npix, self.npix, self.cell_rad, self.cell_rad,
+                              self.epsilon, **kw)
+        self.plan_psf = make_plan(2 * self.npix, 2 * self.npix, self.cell_rad, self.cell_rad,
+                                  self.epsilon, **kw)
+
+    @property
+    def data(self):
+        """The visibilities to deconvolve."""
+        return self.vis
+
+    def dirty(self, vis) -> np.ndarray:
+        """Weighted dirty image (unnormalised), shape (npix, npix)."""
+        return dirty_image(self.uvw_m, self.freq_hz, np.asarray(vis, dtype=np.complex128),
+                           self.weight, plan=self.plan)
+
+    def predict(self, model) -> np.ndarray:
+        """Visibilities of a model (Jy/pixel), shape (n_row, n_chan)."""
+        used = (self.weight > 0).astype(np.float64)
+        return predict_vis(np.asarray(model, dtype=np.float64), self.uvw_m, self.freq_hz,
+                           weight=used, plan=self.plan)
+
+    def psf(self) -> np.ndarray:
+        """Unnormalised PSF, shape (2 npix, 2 npix), peak at (npix, npix)."""
+        ones = np.ones(self.vis.shape, dtype=np.complex128)
+        return dirty_image(self.uvw_m, self.freq_hz, ones, self.weight, plan=self.plan_psf)
+
+
+@dataclass
+class DeconvolutionResult:
+    """Products of :func:`deconvolve` (images ``(npix, npix)``, axis 0 ``l``)."""
+
+    model: np.ndarray
+    residual: np.ndarray
+    n_iter: int
+    n_major: int
+    threshold: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask):
+    if cfg.deconvolver == "hogbom":
+        return hogbom_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
+                            mask=mask)
+    if cfg.deconvolver == "clark":
+        return clark_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
+                           mask=mask, convolver=conv)
+    return cleaner.clean(residual, gain=cfg.gain, threshold=limit, niter=niter, mask=mask)
+
+
+def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any], vis,
+               psf: np.ndarray, cfg, *, mask: np.ndarray | None = None,
+               dirty_image0: np.ndarray | None = None) -> DeconvolutionResult:
+    """Major/minor-cycle CLEAN.
+
+    Parameters
+    ----------
+    dirty : callable
+        ``dirty(vis) -> image`` (numpy or lazy), unnormalised, shape (npix, npix).
+    predict : callable
+        ``predict(model) -> vis`` (numpy or lazy), same shape and type as ``vis``.
+    vis : array
+        The data visibilities (numpy or Dask).
+    psf : ndarray, shape (2 npix, 2 npix)
+        Unnormalised PSF (from ``dirty`` of unit visibilities), peak at ``(npix, npix)``.
+    cfg : ImageConfig
+        ``deconvolver, niter, gain, threshold_jy, auto_threshold, auto_mask, mgain,
+        cycle_factor, max_major, scales_px, scale_bias``.
+    mask : ndarray of bool, shape (npix, npix), optional
+        User mask (components only where ``True``).
+    dirty_image0 : ndarray, optional
+        The unnormalised dirty image if already computed.
+
+    Returns
+    -------
+    DeconvolutionResult
+        ``model`` in Jy/pixel, ``residual`` in Jy/beam.
+    """
+    psf = np.asarray(psf, dtype=np.float64)
+    npix = psf.shape[0] // 2
+    norm = psf[npix, npix]
+    if not norm > 0:
+        raise ValueError("the PSF peak is not positive: no data with weight > 0")
+    psf_n = psf / norm
+    conv = PsfConvolver(psf_n)
+    cleaner = (MultiscaleCleaner(psf_n, cfg.scales_px, cfg.scale_bias)
+               if cfg.deconvolver == "multiscale" else None)
+    sidelobe = max_sidelobe(psf_n, max(4, npix // 32)) if cfg.cycle_factor > 0 else 0.0
+    d0 = dirty(vis) if dirty_image0 is None else dirty_image0
+    residual = materialise(d0) / norm
+    model = np.zeros_like(residual)
+    auto = np.zeros_like(residual, dtype=bool)
+    done, n_major, history = 0, 0, []
+    threshold = cfg.threshold_jy
+    while True:
+        rms = robust_rms(residual)
+        threshold = max(cfg.threshold_jy, (cfg.auto_threshold or 0.0) * rms)
+        m = np.ones_like(auto) if mask is None else mask.copy()
+        if cfg.auto_mask is not None:
+            auto |= np.abs(residual) > cfg.auto_mask * rms
+            m &= auto
+        peak = float(np.abs(np.where(m, residual, 0.0)).max())
+        history.append({"major": n_major, "peak_jy": peak, "rms_jy": rms, "n_iter": done})
+        log.info("major cycle %d: peak %.4g Jy/beam, rms %.3g, threshold %.3g, %d components",
+                 n_major, peak, rms, threshold, done)
+        if peak <= threshold or done >= cfg.niter or n_major >= cfg.max_major:
+            break
+        limit = max(threshold, (1.0 - cfg.mgain) * peak, cfg.cycle_factor * sidelobe * peak)
+        comp, _, n = _minor(cfg, psf_n, conv, cleaner, residual, limit, cfg.niter - done, m)
+        if n == 0:
+            break
+        done += n
+        model += comp
+        residual = materialise(dirty(vis - predict(model))) / norm
+        n_major += 1
+    return DeconvolutionResult(model, residual, done, n_major, threshold, history)
+
+
+__all__ = ["DeconvolutionResult", "NumpyBackend", "deconvolve", "materialise"]
