@@ -198,7 +198,35 @@ class ContainerConfig(_Section):
                         description="the Python interpreter inside the image")
 
 
-class DriverConfig(_Section):
+class _SlurmJobSection(_Section):
+    """Checks shared by every section that describes an sbatch job (driver and workers).
+
+    Subclasses declare the fields ``memory``, ``job_name``, ``walltime`` and
+    ``job_extra_directives`` with their own defaults and help texts.
+    """
+
+    @field_validator("memory", check_fields=False)
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return _check_size(value)
+
+    @field_validator("job_name", check_fields=False)
+    @classmethod
+    def _job_name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("walltime", check_fields=False)
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        return _check_walltime(value)
+
+    @field_validator("job_extra_directives", check_fields=False)
+    @classmethod
+    def _directives(cls, values: list[str]) -> list[str]:
+        return _check_directives(values)
+
+
+class DriverConfig(_SlurmJobSection):
     """The batch job of ``daskcal submit``: it runs the run's driver (scheduler and runner).
 
     The driver only schedules, so it is small; the work runs in the worker jobs it submits.
@@ -222,28 +250,9 @@ class DriverConfig(_Section):
         None, description="the Python interpreter of the driver (it needs sbatch on PATH); "
         "empty: the workers' python or container")
 
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        return _check_size(value)
-
-    @field_validator("job_name")
-    @classmethod
-    def _job_name(cls, value: str) -> str:
-        return _check_name(value)
-
-    @field_validator("walltime")
-    @classmethod
-    def _walltime(cls, value: str) -> str:
-        return _check_walltime(value)
-
-    @field_validator("job_extra_directives")
-    @classmethod
-    def _directives(cls, values: list[str]) -> list[str]:
-        return _check_directives(values)
 
 
-class SlurmConfig(_Section):
+class SlurmConfig(_SlurmJobSection):
     """Workers as SLURM batch jobs (dask-jobqueue ``SLURMCluster``)."""
 
     queue: str | None = Field(None, description="partition (sbatch -p); empty: the default "
@@ -298,25 +307,6 @@ class SlurmConfig(_Section):
         default_factory=DriverConfig, description="the driver job of 'daskcal submit', which "
         "runs the scheduler and submits these worker jobs")
 
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        return _check_size(value)
-
-    @field_validator("job_name")
-    @classmethod
-    def _job_name(cls, value: str) -> str:
-        return _check_name(value)
-
-    @field_validator("walltime")
-    @classmethod
-    def _walltime(cls, value: str) -> str:
-        return _check_walltime(value)
-
-    @field_validator("job_extra_directives")
-    @classmethod
-    def _directives(cls, values: list[str]) -> list[str]:
-        return _check_directives(values)
 
     @model_validator(mode="after")
     def _consistent(self) -> SlurmConfig:
