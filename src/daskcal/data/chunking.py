@@ -109,6 +109,15 @@ def resolve_chunks(
     return {"time": 1, "frequency": max(1, min(n_chan, parsed // per_time_chan))}
 
 
+def aligned_chunk(chunks: tuple[int, ...], size: int) -> int:
+    """A chunk length that is a multiple of ``size`` and close to the current ``chunks``.
+
+    Stages whose cells (averaging bins, solution intervals) must not straddle chunks
+    rechunk to it.
+    """
+    return max(size, (max(chunks) // size) * size)
+
+
 def chunk_data_vars(xds, chunks: Mapping[str, int | tuple[int, ...]]):
     """Rechunk the data variables only; coordinates stay as they are (numpy).
 

@@ -104,6 +104,16 @@ def _quantity(value: float, units: str) -> dict[str, Any]:
     return {"data": float(value), "dims": [], "attrs": {"units": units, "type": "quantity"}}
 
 
+def quantity_value(attr: Any, default: float | None = None) -> float | None:
+    """The number of a quantity attribute (``{"data": x, ...}`` as xradio writes it, a
+    one-element list, or a plain number); ``default`` when it is absent."""
+    if isinstance(attr, dict):
+        attr = attr.get("data")
+    if isinstance(attr, list | tuple) and len(attr) == 1:
+        attr = attr[0]
+    return default if attr is None else float(attr)
+
+
 def _full(shape: tuple[int, ...], value, dtype, like) -> Any:
     """An array of ``shape`` filled with ``value``: dask if ``like`` is dask."""
     if like is not None and hasattr(like, "dask"):

@@ -37,6 +37,7 @@ from daskcal.data.model import (
     field_xds_of,
     iter_partitions,
     partition_names,
+    quantity_value,
 )
 
 
@@ -140,13 +141,8 @@ def _iso(t_unix_s: float) -> str:
 
 def _scalar_attr(attrs: dict, key: str) -> float | None:
     """A quantity attribute (xradio ``{"data": x, ...}`` dicts or plain numbers)."""
-    val = attrs.get(key)
-    if isinstance(val, dict):
-        val = val.get("data")
-    if isinstance(val, list | tuple) and len(val) == 1:
-        val = val[0]
     try:
-        return None if val is None else float(val)
+        return quantity_value(attrs.get(key))
     except (TypeError, ValueError):
         return None
 

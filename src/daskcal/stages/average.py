@@ -22,8 +22,8 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daskcal import DaskcalError
-from daskcal.data.chunking import chunk_data_vars
-from daskcal.data.model import VIS_DIMS
+from daskcal.data.chunking import aligned_chunk, chunk_data_vars
+from daskcal.data.model import VIS_DIMS, quantity_value
 from daskcal.kernels.averaging import average_rows, average_visibilities, sum_effective_time
 
 
@@ -56,22 +56,16 @@ class AveragingError(DaskcalError, ValueError):
     """Averaging settings that do not fit the data."""
 
 
-def _scalar_attr(attr, default=None):
-    if isinstance(attr, dict):
-        return float(attr.get("data", default))
-    return default if attr is None else float(attr)
-
-
 def resolve_factors(xds: xr.Dataset, config: AverageConfig) -> tuple[int, int]:
     """The (time, channel) averaging factors for this partition."""
     ft, fc = config.time_factor, config.freq_factor
     if config.time_interval_s is not None:
-        dt = _scalar_attr(xds["time"].attrs.get("integration_time"))
+        dt = quantity_value(xds["time"].attrs.get("integration_time"))
         if dt is None:
             dt = float(np.median(np.diff(xds["time"].values))) if xds.sizes["time"] > 1 else 1.0
         ft = max(1, int(np.floor(config.time_interval_s / dt + 1e-9)))
     if config.freq_resolution_hz is not None:
-        dnu = _scalar_attr(xds["frequency"].attrs.get("channel_width"))
+        dnu = quantity_value(xds["frequency"].attrs.get("channel_width"))
         if dnu is None:
             dnu = float(abs(np.diff(xds["frequency"].values)).mean()) if xds.sizes["frequency"] > 1 else 1.0
         fc = max(1, int(np.floor(config.freq_resolution_hz / abs(dnu) + 1e-9)))
@@ -81,12 +75,6 @@ def resolve_factors(xds: xr.Dataset, config: AverageConfig) -> tuple[int, int]:
             f"channel factor {fc} does not divide the {n_chan} channels; choose a divisor of "
             f"{n_chan}")
     return ft, fc
-
-
-def _aligned(chunks: tuple[int, ...], n: int, factor: int) -> int:
-    """A chunk length that is a multiple of ``factor`` and close to the current ones."""
-    typical = max(chunks) if chunks else n
-    return max(factor, (typical // factor) * factor)
 
 
 def _out_chunks(chunks: tuple[int, ...], factor: int) -> tuple[int, ...]:
@@ -129,8 +117,8 @@ def average(xds: xr.Dataset, config: AverageConfig) -> xr.Dataset:
     tchunks = xds["VISIBILITY"].chunksizes["time"]
     fchunks = xds["VISIBILITY"].chunksizes["frequency"]
     xds = chunk_data_vars(xds, {
-        "time": _aligned(tchunks, xds.sizes["time"], ft),
-        "frequency": _aligned(fchunks, xds.sizes["frequency"], fc),
+        "time": aligned_chunk(tchunks, ft),
+        "frequency": aligned_chunk(fchunks, fc),
         "baseline_id": -1, "polarization": -1,
     })
     vchunks = xds["VISIBILITY"].chunksizes

@@ -48,7 +48,8 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal import DaskcalError
-from daskcal.data.model import VIS_DIMS
+from daskcal.data.chunking import aligned_chunk
+from daskcal.data.model import VIS_DIMS, quantity_value
 from daskcal.kernels.solvers import solve_gains
 
 Mode = Literal["scalar_phase", "scalar_complex", "diagonal_phase", "diagonal_complex",
@@ -164,13 +165,7 @@ def _model_array(xds: xr.Dataset, model, config: SolveConfig) -> xr.DataArray:
                      f"not {type(model).__name__}")
 
 
-def _scalar_attr(attr) -> float | None:
-    if isinstance(attr, dict):
-        attr = attr.get("data")
-    return None if attr is None else float(attr)
-
-
-def _cell_axis(values: np.ndarray, width: float | None, size: int):
+def cell_axis(values: np.ndarray, width: float | None, size: int):
     """Centres and edges of the cells of ``size`` consecutive samples along an axis."""
     n = values.size
     if width is None:
@@ -181,11 +176,6 @@ def _cell_axis(values: np.ndarray, width: float | None, size: int):
     lo = np.minimum(values[starts], values[ends - 1]) - abs(width) / 2
     hi = np.maximum(values[starts], values[ends - 1]) + abs(width) / 2
     return centre, lo, hi
-
-
-def _aligned(chunks: tuple[int, ...], size: int) -> int:
-    """A chunk length that is a multiple of ``size`` and close to the current ones."""
-    return max(size, (max(chunks) // size) * size)
 
 
 def _solve_block(vis, model, weight, flag, a1, a2, n_ant, t_int, f_int, opts, dtype):
@@ -246,8 +236,8 @@ def solve(xds: xr.Dataset, model=None, config: SolveConfig | None = None) -> xr.
     for var in (xds[data_name], model_da, xds[weight_name], xds[flag_name]):
         arr = var.data if isinstance(var.data, da.Array) else da.from_array(var.data, chunks=-1)
         arrays.append(arr)
-    tchunk = _aligned(arrays[0].chunks[0], t_int)
-    fchunk = _aligned(arrays[0].chunks[2], f_int)
+    tchunk = aligned_chunk(arrays[0].chunks[0], t_int)
+    fchunk = aligned_chunk(arrays[0].chunks[2], f_int)
     arrays = [a.rechunk({0: tchunk, 1: -1, 2: fchunk, 3: -1}) for a in arrays]
 
     gshape = (2, 2) if full else (2,)
@@ -267,10 +257,10 @@ def solve(xds: xr.Dataset, model=None, config: SolveConfig | None = None) -> xr.
 
     cell = ("gain_time", "gain_frequency")
     gdims = (*cell, "antenna_name", "receptor") + (("receptor2",) if full else ())
-    t_c, t_lo, t_hi = _cell_axis(xds["time"].values,
-                                 _scalar_attr(xds["time"].attrs.get("integration_time")), t_int)
-    f_c, f_lo, f_hi = _cell_axis(xds["frequency"].values,
-                                 _scalar_attr(xds["frequency"].attrs.get("channel_width")), f_int)
+    t_c, t_lo, t_hi = cell_axis(xds["time"].values,
+                                 quantity_value(xds["time"].attrs.get("integration_time")), t_int)
+    f_c, f_lo, f_hi = cell_axis(xds["frequency"].values,
+                                 quantity_value(xds["frequency"].attrs.get("channel_width")), f_int)
     time_attrs = {"type": "time", "units": "s", "scale": xds["time"].attrs.get("scale", "utc"),
                   "format": "unix"}
     freq_attrs = {"type": "spectral_coord", "units": "Hz"}

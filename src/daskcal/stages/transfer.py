@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
-from daskcal.data.model import VIS_DIMS
+from daskcal.data.model import VIS_DIMS, quantity_value
 from daskcal.stages.smooth import SmoothError, gain_dims, ref_index, reference, unwrap_valid
 from daskcal.stages.solve import receptor_labels
 
@@ -188,12 +188,6 @@ def _transfer_block(t_new, f_new, g, flag, t_cal, f_cal, ref, cfg, dtype):
     return out
 
 
-def _scalar_attr(attr, default: float) -> float:
-    if isinstance(attr, dict):
-        attr = attr.get("data")
-    return default if attr is None else float(attr)
-
-
 def _edges(values: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
     return values - abs(width) / 2, values + abs(width) / 2
 
@@ -265,9 +259,9 @@ def transfer(gains: xr.Dataset, target: xr.Dataset,
         np.asarray(gains["gain_frequency"].values, np.float64), None, ref, None, config, None,
         dtype, None, new_axes={"a": gains.sizes["antenna_name"]}, concatenate=True,
         dtype=dtype, meta=np.empty((0, 0, 0), dtype))
-    dt = _scalar_attr(target["time"].attrs.get("integration_time"),
+    dt = quantity_value(target["time"].attrs.get("integration_time"),
                       float(np.median(np.diff(t_new))) if t_new.size > 1 else 0.0)
-    df = _scalar_attr(target["frequency"].attrs.get("channel_width"),
+    df = quantity_value(target["frequency"].attrs.get("channel_width"),
                       float(np.median(np.diff(f_new))) if f_new.size > 1 else 0.0)
     t_lo, t_hi = _edges(t_new, dt)
     f_lo, f_hi = _edges(f_new, df)

@@ -58,9 +58,16 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from daskcal.data.chunking import aligned_chunk
+from daskcal.data.model import quantity_value
 from daskcal.kernels.solvers._multidir import solve_multidir
 from daskcal.stages.facets.config import FacetConfig, FacetError, FacetPlan
-from daskcal.stages.solve import antenna_table, group_variables, receptor_labels
+from daskcal.stages.solve import (
+    antenna_table,
+    cell_axis,
+    group_variables,
+    receptor_labels,
+)
 from daskcal.stages.subtract import predict_directions
 
 _TIME_ATTRS = {"type": "time", "units": "s", "format": "unix"}
@@ -122,49 +129,12 @@ def _dd_block(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, fast_opts
     return out
 
 
-def _scalar_attr(attr) -> float | None:
-    if isinstance(attr, dict):
-        attr = attr.get("data")
-    return None if attr is None else float(attr)
-
-
-def cell_axis(values: np.ndarray, width: float | None, size: int):
-    """Centres and edges of cells of ``size`` consecutive samples along an axis.
-
-    Parameters
-    ----------
-    values : ndarray, shape (n,)
-        Sample centres (unix s or Hz).
-    width : float or None
-        Sample width (default: the median spacing).
-    size : int
-        Samples per cell.
-
-    Returns
-    -------
-    centre, lower, upper : ndarray, shape (ceil(n / size),)
-    """
-    n = values.size
-    if width is None:
-        width = float(np.median(np.abs(np.diff(values)))) if n > 1 else 0.0
-    starts = np.arange(0, n, size)
-    ends = np.minimum(starts + size, n)
-    centre = np.array([values[s:e].mean() for s, e in zip(starts, ends, strict=True)])
-    lo = np.minimum(values[starts], values[ends - 1]) - abs(width) / 2
-    hi = np.maximum(values[starts], values[ends - 1]) + abs(width) / 2
-    return centre, lo, hi
-
-
-def _aligned(chunks: tuple[int, ...], size: int) -> int:
-    return max(size, (max(chunks) // size) * size)
-
-
 def _gains_xds(packed, step: str, xds, t_step, f_step, names, receptors, plan: FacetPlan,
                t_ints, mode, attrs, gain=None, flag=None):
     t_c, t_lo, t_hi = cell_axis(xds["time"].values,
-                                _scalar_attr(xds["time"].attrs.get("integration_time")), t_step)
+                                quantity_value(xds["time"].attrs.get("integration_time")), t_step)
     f_c, f_lo, f_hi = cell_axis(xds["frequency"].values,
-                                _scalar_attr(xds["frequency"].attrs.get("channel_width")), f_step)
+                                quantity_value(xds["frequency"].attrs.get("channel_width")), f_step)
     t_attrs = {**_TIME_ATTRS, "scale": xds["time"].attrs.get("scale", "utc")}
     cell = ("gain_time", "gain_frequency")
     gdims = (*cell, "antenna_name", "direction", "receptor")
@@ -269,8 +239,8 @@ def solve_facets(xds: xr.Dataset, plan: FacetPlan, phase_centre_rad,
         arr = xds[name].data
         arr = arr if isinstance(arr, da.Array) else da.from_array(arr, chunks=-1)
         arrays.append(arr[..., hands])
-    tchunk = _aligned(arrays[0].chunks[0], min(t_span, n_time))
-    fchunk = _aligned(arrays[0].chunks[2], f_span)
+    tchunk = aligned_chunk(arrays[0].chunks[0], min(t_span, n_time))
+    fchunk = aligned_chunk(arrays[0].chunks[2], f_span)
     arrays = [a.rechunk({0: tchunk, 1: -1, 2: fchunk, 3: -1}) for a in arrays]
     vis, weight, flag = arrays
     model = predict_directions(xds, plan.sky, plan.name, phase_centre_rad,
