@@ -29,7 +29,10 @@ def _figure(n_rows: int = 1, n_cols: int = 1, size: tuple[float, float] = (8.0, 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fmt = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format=fmt)
+    os.replace(tmp, path)
     return path
 
 
@@ -201,5 +204,44 @@ def plot_timing(steps: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> 
     return _save(fig, path)
 
 
-__all__ = ["plot_antenna_flags", "plot_chi2", "plot_flag_map", "plot_gains", "plot_timing",
-           "plot_uv", "plot_vis_freq", "plot_vis_time"]
+def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike) -> Path:
+    """A sky image (east left, north up) with its colour bar and restoring beam.
+
+    Parameters
+    ----------
+    xds : xarray.Dataset
+        An image dataset (``var`` with dims ``(l, m)``, axis 0 east; attrs ``cell_rad``
+        and, optionally, ``bmaj_rad``/``bmin_rad``/``bpa_rad``, ``field_name``).
+    var : str
+    path : path-like
+        ``.png`` or ``.jpg``.
+    """
+    from matplotlib.patches import Ellipse
+
+    img = np.asarray(xds[var].values, dtype=np.float64)
+    cell_arcmin = np.degrees(float(xds.attrs.get("cell_rad", 0.0))) * 60.0
+    n0, n1 = img.shape
+    # pixel i is at l = (i - n0 // 2) cell (east); shown east-left: columns reversed
+    extent = ((n0 - 1 - n0 // 2 + 0.5) * cell_arcmin, (-(n0 // 2) - 0.5) * cell_arcmin,
+              (-(n1 // 2) - 0.5) * cell_arcmin, (n1 - 1 - n1 // 2 + 0.5) * cell_arcmin)
+    finite = img[np.isfinite(img)]
+    lo, hi = (np.percentile(finite, [1.0, 99.9]) if finite.size else (0.0, 1.0))
+    fig, ax = _figure(size=(5.5, 4.6))
+    a = ax[0, 0]
+    shown = a.imshow(img[::-1, :].T, origin="lower", extent=extent, vmin=lo, vmax=hi, cmap="inferno",
+                     interpolation="nearest")
+    fig.colorbar(shown, ax=a, label=str(xds[var].attrs.get("units", "Jy/beam")))
+    if xds.attrs.get("bmaj_rad"):
+        bmaj, bmin = (np.degrees(float(xds.attrs[k])) * 60 for k in ("bmaj_rad", "bmin_rad"))
+        pa = np.degrees(float(xds.attrs.get("bpa_rad", 0.0)))
+        a.add_patch(Ellipse((extent[0] - 0.08 * (extent[0] - extent[1]),
+                             extent[2] + 0.08 * (extent[3] - extent[2])),
+                            bmin, bmaj, angle=pa, fc="none", ec="w"))
+    a.set_xlabel("east offset (arcmin)")
+    a.set_ylabel("north offset (arcmin)")
+    a.set_title(f"{xds.attrs.get('field_name') or ''} {var.lower()}".strip())
+    return _save(fig, path)
+
+
+__all__ = ["plot_antenna_flags", "plot_chi2", "plot_flag_map", "plot_gains", "plot_image",
+           "plot_timing", "plot_uv", "plot_vis_freq", "plot_vis_time"]
