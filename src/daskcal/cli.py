@@ -163,6 +163,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daskcal.demo import run_demo
+
+    result = run_demo(args.output, site=args.site,
+                      echo=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"report: {result.output / 'demo-report.json'}")
+    for name, path in result.report["weblogs"].items():
+        print(f"weblog {name}: {path}")
+    for path in result.report["images"]:
+        print(f"image: {path}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from daskcal.cluster import load_site
     from daskcal.cluster.submit import RunRequest, render_driver_script, submit_run
@@ -356,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--progress", dest="progress", action="store_true", default=None,
                        help="show a progress bar (default: when stderr is a terminal)")
         p.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p = sub.add_parser("demo", help="simulate LOFAR calibrator and target observations and "
+                                    "run lofar-calibrator -> lofar-target -> lofar-facet, "
+                                    "checked against the truth")
+    p.add_argument("--output", type=Path, default=Path("daskcal-demo"),
+                   help="directory of the data, runs and report (default: %(default)s)")
+    p.add_argument("--site", default="local",
+                   help="site profile of the runs, or 'threads' (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="summarise an observation (MS, zarr, UVFITS, Miriad)")
     p.add_argument("input", type=Path, help="observation path")

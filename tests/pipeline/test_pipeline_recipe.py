@@ -66,7 +66,8 @@ def test_wiring_of_gains(tmp_path):
     msg = str(pytest.raises(RecipeError, validate_recipe, _recipe(steps), "r.yaml").value)
     assert "steps.apply.gains: required by stage 'apply'" in msg
     assert "steps.apply2.input: step 'solve' produces gains" in msg
-    assert "steps.apply2.gains: 'target' is not an earlier step producing gains" in msg
+    assert ("steps.apply2.gains: 'target' is neither a gains input nor an earlier step "
+            "producing gains") in msg
     assert "steps.avg.gains: stage 'average' (visibility->visibility) takes no gains" in msg
 
 

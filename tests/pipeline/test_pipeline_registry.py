@@ -42,7 +42,7 @@ def test_register_and_refuse_duplicates():
         with pytest.raises(StageError, match="already registered"):
             register_stage(StageSpec("noop_test", Cfg, lambda x, c: x, "visibility->visibility"))
         with pytest.raises(StageError, match="kind"):
-            StageSpec("bad", Cfg, lambda x, c: x, "visibility->image")
+            StageSpec("bad", Cfg, lambda x, c: x, "visibility->spectrum")
     finally:
         reload_stages()
 

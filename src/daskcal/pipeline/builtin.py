@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal import DaskcalError
 from daskcal.data.model import ANTENNA_NODE, field_xds_of
+from daskcal.pipeline.imagingsteps import FACET_IMAGE, FACET_SOLVE, IMAGE
 from daskcal.pipeline.registry import ConfigRule, StageContext, StageSpec
 from daskcal.stages.apply import ApplyConfig, apply
 from daskcal.stages.average import AverageConfig, average
@@ -122,6 +124,39 @@ def _transfer(xds: xr.Dataset, gains: xr.Dataset, config: TransferConfig) -> xr.
     return transfer(gains, xds, config)
 
 
+class PredictImageConfig(BaseModel):
+    """Settings of the ``predict_image`` step: degrid a CLEAN model image (self-calibration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_group: str = Field("model", description="Name of the data group the model "
+                            "visibilities are added as (solve's model_data_group).")
+    output: str = Field("VISIBILITY_MODEL", description="Name of the model variable.")
+    epsilon: float = Field(1e-5, ge=1e-12, lt=0.1, description="Degridding accuracy.")
+    method: Literal["wstack", "wproject"] = Field("wstack", description="w-term handling.")
+
+
+def _predict_image(xds: xr.Dataset, image_xds: xr.Dataset, config: PredictImageConfig,
+                   context: StageContext) -> xr.Dataset:
+    """Model visibilities of the image's MODEL (Jy/pixel) at its own phase centre."""
+    from daskcal.stages.gridding import GriddingConfig, max_baseline_m, predict_model
+
+    centre = np.asarray(image_xds.attrs["phase_centre_rad"], dtype=np.float64)
+    if not np.allclose(centre, phase_centre(context), rtol=0, atol=1e-9):
+        raise DaskcalError(f"step {context.step}: the model image's phase centre differs "
+                           f"from partition {context.partition}'s")
+    model = np.asarray(image_xds["MODEL"].values, dtype=np.float64)
+    cell = float(image_xds.attrs["cell_rad"])
+    grid = GriddingConfig(npix_x=model.shape[0], npix_y=model.shape[1], pixsize_x_rad=cell,
+                          pixsize_y_rad=cell, epsilon=config.epsilon, method=config.method,
+                          divide_by_n=False, correlation=str(image_xds.attrs.get(
+                              "correlation", "I")))
+    max_w = (max_baseline_m(context.node[ANTENNA_NODE].to_dataset(inherit=False))
+             if ANTENNA_NODE in context.node.children else None)
+    return predict_model(xds, model, grid, max_w_m=max_w, output=config.output,
+                         data_group=config.data_group)
+
+
 def _field_name(node: xr.DataTree) -> str | None:
     try:
         names = np.asarray(field_xds_of(node)["field_name"].values).ravel()
@@ -178,10 +213,16 @@ TRANSFER = StageSpec("transfer", TransferConfig, _transfer, "gains+visibility->g
 H5PARM = StageSpec("h5parm", H5parmConfig, _h5parm, "gains->product",
                    "export gains as H5parm (LoSoTo/DP3) files in RUN_DIR/products")
 
+PREDICT_IMAGE = StageSpec("predict_image", PredictImageConfig, _predict_image,
+                          "image+visibility->visibility",
+                          "model visibilities of a CLEAN model image (self-calibration)")
+
 #: The stages every daskcal installation has.
 BUILTIN_STAGES: tuple[StageSpec, ...] = (FLAG, PREFLAG, AVERAGE, PREDICT, DEMIX, SOLVE, APPLY,
-                                         SMOOTH, TRANSFER, H5PARM)
+                                         SMOOTH, TRANSFER, H5PARM, IMAGE, PREDICT_IMAGE,
+                                         FACET_SOLVE, FACET_IMAGE)
 
-__all__ = ["APPLY", "AVERAGE", "BUILTIN_STAGES", "DEMIX", "FLAG", "H5PARM", "PREDICT",
-           "PREFLAG", "SMOOTH", "SOLVE", "TRANSFER", "H5parmConfig", "PredictStepConfig",
-           "phase_centre"]
+__all__ = ["APPLY", "AVERAGE", "BUILTIN_STAGES", "DEMIX", "FACET_IMAGE", "FACET_SOLVE", "FLAG",
+           "H5PARM", "IMAGE", "PREDICT",
+           "PREDICT_IMAGE", "PREFLAG", "SMOOTH", "SOLVE", "TRANSFER", "H5parmConfig",
+           "PredictImageConfig", "PredictStepConfig", "phase_centre"]

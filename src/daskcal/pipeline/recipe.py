@@ -33,7 +33,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -48,6 +48,22 @@ class RecipeError(DaskcalError, ValueError):
     """A recipe that cannot be loaded or does not validate (one line)."""
 
 
+class SelectModel(BaseModel):
+    """Which partitions of its input a step processes (all given criteria must hold)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[str] | None = Field(None, min_length=1, description="Field (source) "
+                                     "names, as in the observation.")
+    partitions: list[str] | None = Field(None, min_length=1, description="Partition names.")
+
+    def matches(self, partition: str, field_name: str | None) -> bool:
+        """Whether a partition (with its first field's name) is selected."""
+        if self.partitions is not None and partition not in self.partitions:
+            return False
+        return self.fields is None or field_name in self.fields
+
+
 class StepModel(BaseModel):
     """One step of a recipe."""
 
@@ -59,7 +75,12 @@ class StepModel(BaseModel):
     input: str = Field(description="Visibilities to process: a recipe input or an earlier "
                        "step's output.")
     gains: str | None = Field(None, description="Gains to use (an earlier step producing "
-                              "gains); only for gains+visibility->visibility stages.")
+                              "gains); only for gains+visibility->... stages.")
+    image: str | None = Field(None, description="Image to use (an earlier step producing "
+                              "images); only for image+visibility->... stages.")
+    select: SelectModel | None = Field(None, description="Restrict the step to some "
+                                       "partitions of its input (others are left out of "
+                                       "its output).")
     config: dict[str, Any] = Field(default_factory=dict, description="The stage's settings.")
 
 
@@ -69,6 +90,9 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field("", description="What the observation is.")
+    kind: Literal["visibility", "gains"] = Field("visibility", description="What the input "
+                                                 "holds: an observation, or gains (e.g. a "
+                                                 "calibrator run's products/smooth.zarr).")
 
 
 class RecipeModel(BaseModel):
@@ -100,6 +124,8 @@ class Step:
     input: str
     gains: str | None
     config: BaseModel
+    image: str | None = None
+    select: SelectModel | None = None
 
     @property
     def output_name(self) -> str:
@@ -145,11 +171,13 @@ class Recipe:
     def defaulted(self) -> dict[str, Any]:
         """The recipe with every setting written out (defaults filled in), as plain data."""
         data = self.model.model_dump(mode="json")
-        data["inputs"] = {k: v["description"] for k, v in data["inputs"].items()}
+        data["inputs"] = {k: v["description"] if v["kind"] == "visibility" else v
+                          for k, v in data["inputs"].items()}
         for entry, step in zip(data["steps"], self.steps, strict=True):
             entry["config"] = step.config.model_dump(mode="json")
-            if entry["gains"] is None:
-                del entry["gains"]
+            for key in ("gains", "image", "select"):
+                if entry[key] is None:
+                    del entry[key]
         data["products"] = self.products
         return data
 
@@ -193,8 +221,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str],
     """A copy of the recipe data with ``--set`` overrides applied (command line wins).
 
     ``STEP.KEY[.SUBKEY...]=VALUE`` sets ``KEY`` in the config of step ``STEP``
-    (``STEP.config.KEY`` is accepted too, and ``STEP.input``/``STEP.gains`` set the
-    step's wiring); ``site=``, ``chunks=``, ``name=``, ``description=`` and
+    (``STEP.config.KEY`` is accepted too, and ``STEP.input``/``STEP.gains``/``STEP.image``
+    set the step's wiring); ``site=``, ``chunks=``, ``name=``, ``description=`` and
     ``products=`` set top-level fields.
     """
     out = copy.deepcopy(dict(data))
@@ -213,7 +241,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str],
             raise RecipeError(f"{source}: --set {item!r}: name a key of step {parts[0]!r}")
         step = matches[0]
         rest = parts[1:]
-        if rest[0] in ("input", "gains", "stage") and len(rest) == 1:
+        if rest[0] in ("input", "gains", "image", "stage", "select") and len(rest) == 1:
             step[rest[0]] = value
             continue
         if rest[0] == "config" and len(rest) > 1:
@@ -260,6 +288,19 @@ def _normalise_inputs(data: dict[str, Any]) -> None:
                           for k, v in inputs.items()}
 
 
+def _resolve_files(config: BaseModel, file_fields: Iterable[str], source: str) -> BaseModel:
+    """Relative file paths that do not exist from the working directory but do from the
+    recipe file's directory are made absolute (recipes can ship their sky models)."""
+    base = Path(source).parent
+    update = {}
+    for key in file_fields:
+        value = getattr(config, key, None)
+        if (isinstance(value, str) and value and not Path(value).is_absolute()
+                and not Path(value).exists() and (base / value).exists()):
+            update[key] = str((base / value).resolve())
+    return config.model_copy(update=update) if update else config
+
+
 def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     """Validate recipe data (file content with overrides applied) into a :class:`Recipe`.
 
@@ -278,6 +319,7 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
     problems: list[str] = []
     steps: list[Step] = []
     seen: dict[str, Step | None] = dict.fromkeys(model.inputs)
+    gain_inputs = {k for k, v in model.inputs.items() if v.kind == "gains"}
     for i, entry in enumerate(model.steps):
         where = f"steps.{entry.name}"
         if entry.name in seen:
@@ -296,6 +338,8 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
             config = spec.config_model.model_validate(entry.config)
         except ValidationError as exc:
             problems += _errors(exc, f"{where}.config")
+        else:
+            config = _resolve_files(config, spec.file_fields, source)
         src_step = seen.get(entry.input)
         if entry.input not in seen:
             problems.append(f"{where}.input: {entry.input!r} is neither an input nor an "
@@ -303,6 +347,10 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
         elif src_step is not None and src_step.stage.produces_product:
             problems.append(f"{where}.input: step {entry.input!r} writes product files, "
                             "which no step can read")
+        elif entry.input in gain_inputs:
+            if not spec.gains_input:
+                problems.append(f"{where}.input: input {entry.input!r} holds gains; stage "
+                                f"{spec.name!r} ({spec.kind}) reads visibilities")
         elif spec.gains_input:
             if src_step is None or not src_step.stage.produces_gains:
                 problems.append(f"{where}.input: stage {spec.name!r} ({spec.kind}) needs "
@@ -310,18 +358,35 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
         elif src_step is not None and src_step.stage.produces_gains:
             problems.append(f"{where}.input: step {entry.input!r} produces gains, not "
                             "visibilities")
+        elif src_step is not None and src_step.stage.produces_image:
+            problems.append(f"{where}.input: step {entry.input!r} produces images, not "
+                            "visibilities (name it with image:)")
+        if spec.needs_image:
+            src = seen.get(entry.image) if entry.image else None
+            if entry.image is None:
+                problems.append(f"{where}.image: required by stage {spec.name!r} "
+                                f"({spec.kind})")
+            elif src is None or not src.stage.produces_image:
+                problems.append(f"{where}.image: {entry.image!r} is not an earlier step "
+                                "producing images")
+        elif entry.image is not None:
+            problems.append(f"{where}.image: stage {spec.name!r} ({spec.kind}) takes no image")
+        if entry.select is not None and spec.gains_input:
+            problems.append(f"{where}.select: stage {spec.name!r} ({spec.kind}) reads gains, "
+                            "whose partitions follow its input step")
         if spec.needs_gains:
             src = seen.get(entry.gains) if entry.gains else None
             if entry.gains is None:
                 problems.append(f"{where}.gains: required by stage {spec.name!r} "
                                 f"({spec.kind})")
-            elif src is None or not src.stage.produces_gains:
-                problems.append(f"{where}.gains: {entry.gains!r} is not an earlier step "
-                                "producing gains")
+            elif entry.gains not in gain_inputs and (src is None
+                                                     or not src.stage.produces_gains):
+                problems.append(f"{where}.gains: {entry.gains!r} is neither a gains input "
+                                "nor an earlier step producing gains")
         elif entry.gains is not None:
             problems.append(f"{where}.gains: stage {spec.name!r} ({spec.kind}) takes no gains")
-        step = Step(i, entry.name, spec, entry.input, entry.gains, config) \
-            if config is not None else None
+        step = Step(i, entry.name, spec, entry.input, entry.gains, config, entry.image,
+                    entry.select) if config is not None else None
         seen.setdefault(entry.name, step)
         if step is not None:
             steps.append(step)
@@ -369,6 +434,7 @@ def write_defaulted(recipe: Recipe, path: str | os.PathLike | None = None) -> st
     return text
 
 
-__all__ = ["InputModel", "Recipe", "RecipeError", "RecipeModel", "Step", "StepModel",
+__all__ = ["InputModel", "Recipe", "RecipeError", "RecipeModel", "SelectModel", "Step",
+           "StepModel",
            "apply_overrides", "load_recipe", "parse_override", "read_recipe_file",
            "validate_recipe", "write_defaulted"]

@@ -24,8 +24,26 @@ Kinds of stage
     ``function(gains_xds, config, context) -> list of paths``: writes export files
     (H5parm ...) into ``context.output_dir`` (``RUN_DIR/products``); the step's output
     is those files, not a zarr store.
+``"visibility->image"``
+    ``function(xds, config, context) -> image_xds``: an image dataset (``RESTORED``,
+    ``MODEL`` ... with dims ``(l, m)``, see :func:`daskcal.stages.imaging.image`).
+``"gains+visibility->image"``
+    ``function(xds, gains_xds, config, context) -> image_xds`` (e.g. facet imaging with
+    direction-dependent gains).
+``"image+visibility->visibility"``
+    ``function(xds, image_xds, config, context) -> xds``: the step names an earlier
+    image step with ``image:`` (e.g. predict the model image for self-calibration).
+``"image+visibility->gains"``
+    ``function(xds, image_xds, config, context) -> gains_xds`` (e.g. direction-dependent
+    solves against the components of a model image).
+``"image+gains+visibility->image"``
+    ``function(xds, gains_xds, image_xds, config, context) -> image_xds`` (facet imaging
+    with DD gains and the sky model of an earlier image).
 
 Functions build lazy graphs and never compute: the runner decides when to execute.
+The exception are stages producing images: deconvolution is iterative, so they
+compute (one residual per major cycle) and return in-memory images, which the runner
+writes as ``steps/NN-name.zarr`` and exports as FITS and thumbnails.
 ``context`` (a :class:`StageContext`) gives the partition name and its node (with the
 antenna and field datasets); a function that has no ``context`` parameter is called
 without it.
@@ -82,7 +100,9 @@ ENTRY_POINT_GROUP = "daskcal.stages"
 
 StageKind = Literal["visibility->visibility", "visibility->gains",
                     "gains+visibility->visibility", "gains->gains",
-                    "gains+visibility->gains", "gains->product"]
+                    "gains+visibility->gains", "gains->product", "visibility->image",
+                    "gains+visibility->image", "image+visibility->visibility",
+                    "image+visibility->gains", "image+gains+visibility->image"]
 #: The kinds of stage, in the order of :data:`StageKind`.
 STAGE_KINDS: tuple[str, ...] = get_args(StageKind)
 
@@ -230,12 +250,24 @@ class StageSpec:
     @property
     def produces_gains(self) -> bool:
         """Whether the stage's output is a gains dataset."""
-        return self.kind in ("visibility->gains", "gains->gains", "gains+visibility->gains")
+        return self.kind in ("visibility->gains", "gains->gains", "gains+visibility->gains",
+                             "image+visibility->gains")
+
+    @property
+    def produces_image(self) -> bool:
+        """Whether the stage's output is an image dataset (in memory, computed)."""
+        return self.kind.endswith("->image")
 
     @property
     def needs_gains(self) -> bool:
         """Whether the stage takes a gains dataset (``gains:``) besides the visibilities."""
-        return self.kind in ("gains+visibility->visibility", "gains+visibility->gains")
+        return self.kind in ("gains+visibility->visibility", "gains+visibility->gains",
+                             "gains+visibility->image", "image+gains+visibility->image")
+
+    @property
+    def needs_image(self) -> bool:
+        """Whether the stage takes an image dataset (``image:``) besides the visibilities."""
+        return self.kind.startswith("image+")
 
     @property
     def gains_input(self) -> bool:
@@ -248,12 +280,14 @@ class StageSpec:
         return self.kind == "gains->product"
 
     def __call__(self, xds: xr.Dataset, config: BaseModel, context: StageContext,
-                 gains: xr.Dataset | None = None) -> Any:
-        """Call the stage function with the arguments of its kind (lazily).
+                 gains: xr.Dataset | None = None, image: xr.Dataset | None = None) -> Any:
+        """Call the stage function with the arguments of its kind.
 
-        For stages whose input is gains, ``xds`` is the gains dataset.
+        For stages whose input is gains, ``xds`` is the gains dataset. The order is
+        ``(xds, [gains], [image], config)``.
         """
-        args: tuple = (xds, gains, config) if self.needs_gains else (xds, config)
+        args: tuple = ((xds,) + ((gains,) if self.needs_gains else ())
+                       + ((image,) if self.needs_image else ()) + (config,))
         if self._takes_context:
             return self.function(*args, context=context)
         return self.function(*args)

@@ -41,6 +41,14 @@ import xarray as xr
 
 from daskcal import DaskcalError
 from daskcal.pipeline.checkpoint import STEP_ATTR, StepStore, store_bytes
+from daskcal.pipeline.imagestep import (
+    build_image_tree,
+    image_partitions,
+    image_qa,
+    relpaths,
+    selected_partitions,
+    write_image_files,
+)
 from daskcal.pipeline.provenance import (
     PROVENANCE_FORMAT,
     canonical_hash,
@@ -206,23 +214,25 @@ def _execute(writes: list[Any], client: Any | None, progress: bool,
 
 
 def _build_output(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
-                  recipe: Recipe) -> xr.DataTree:
-    """The step's lazy output tree: the stage applied to every partition."""
+                  images: xr.DataTree | None = None) -> xr.DataTree:
+    """The step's lazy output tree: the stage applied to every (selected) partition."""
     from daskcal.data.model import partition_names
 
-    names = partition_names(obs)
-    if not names:
+    if not partition_names(obs):
         raise RunError(f"step {step.name}: its input has no visibility partitions")
-    datasets = {node.path: node.to_dataset(inherit=False) for node in obs.subtree}
+    names = selected_partitions(step, obs)
+    left_out = [n for n in partition_names(obs) if n not in names]
+    datasets = {node.path: node.to_dataset(inherit=False) for node in obs.subtree
+                if not any(node.path == f"/{n}" or node.path.startswith(f"/{n}/")
+                           for n in left_out)}
     if step.stage.produces_gains:
         datasets = {"/": xr.Dataset(attrs={"type": "gain_set", "partitions": names})}
     for name in names:
         xds = obs[name].to_dataset(inherit=False)
         ctx = StageContext(step.name, name, obs[name])
-        g = None
-        if step.stage.needs_gains:
-            g = _gains_for(step, gains, name)
-        result = step.stage(xds, step.config, ctx, g)
+        g = _pick(gains, name, "gains", step) if step.stage.needs_gains else None
+        im = _pick(images, name, "image", step) if step.stage.needs_image else None
+        result = step.stage(xds, step.config, ctx, g, im)
         if not isinstance(result, xr.Dataset):
             raise RunError(f"step {step.name}: stage {step.stage.name} returned a "
                            f"{type(result).__name__}, not an xarray.Dataset")
@@ -241,15 +251,17 @@ def _gain_partitions(gains: xr.DataTree) -> list[str]:
     return [k for k, v in gains.children.items() if "GAIN" in v.data_vars]
 
 
-def _gains_for(step: Step, gains: xr.DataTree | None, name: str) -> xr.Dataset:
-    """The gains of partition ``name`` (or the only gains partition, e.g. a calibrator's)."""
-    parts = _gain_partitions(gains) if gains is not None else []
+def _pick(tree: xr.DataTree | None, name: str, what: str, step: Step) -> xr.Dataset:
+    """The gains or image of partition ``name`` (or the only one there is, e.g. a
+    calibrator's gains)."""
+    parts = [] if tree is None else (
+        _gain_partitions(tree) if what == "gains" else image_partitions(tree))
     if name not in parts and len(parts) == 1:
         name = parts[0]
-    if gains is None or name not in parts:
-        raise RunError(f"step {step.name}: no gains for partition {name} in step "
-                       f"{step.gains}")
-    return gains[name].to_dataset(inherit=False)
+    if tree is None or name not in parts:
+        raise RunError(f"step {step.name}: no {what} for partition {name} in step "
+                       f"{step.gains if what == 'gains' else step.image}")
+    return tree[name].to_dataset(inherit=False)
 
 
 def _build_gains_output(step: Step, gains: xr.DataTree, vis: xr.DataTree) -> xr.DataTree:
@@ -287,6 +299,19 @@ def _open_visibilities(path: Path, chunks: Any) -> xr.DataTree:
     from daskcal.data.open import open_observation
 
     return open_observation(path, chunks=chunks)
+
+
+def _open_source(path: Path) -> xr.DataTree:
+    """The visibilities gains derive from, for their metadata (a gains input: itself)."""
+    import json
+
+    try:
+        attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError):
+        attrs = {}
+    if attrs.get("type") == "gain_set":
+        return _open_gains(path)
+    return _open_visibilities(path, None)
 
 
 def _open_gains(path: Path) -> xr.DataTree:
@@ -422,6 +447,10 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
     upstream = {"input": fps[step.input]}
     if step.gains:
         upstream["gains"] = fps[step.gains]
+    if step.image:
+        upstream["image"] = fps[step.image]
+    if step.select is not None:
+        upstream["select"] = canonical_hash(step.select.model_dump(mode="json"))
     files = {}
     for key in step.stage.file_fields:
         value = config.get(key)
@@ -437,14 +466,16 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
     outputs[step.name] = out_path
     base = {"index": step.index + 1, "name": step.name, "stage": step.stage.name,
             "kind": step.stage.kind, "input": step.input, "gains": step.gains,
+            "image": step.image,
             "config": config, "config_hash": canonical_hash(config),
             "upstream_fingerprints": upstream, "file_fingerprints": files,
             "fingerprint": fingerprint, "output": str(out_path.relative_to(run_dir))}
     vis_src = _visibility_source(step, recipe, paths, outputs)
     if step.stage.produces_product:
         return run_product_step(step, run_dir, base, previous.get(fingerprint, {}),
-                                lambda: _open_gains(outputs[step.input]),
-                                lambda: _open_visibilities(vis_src, None), label, echo)
+                                lambda: _open_gains(outputs.get(step.input)
+                                                    or paths[step.input]),
+                                lambda: _open_source(vis_src), label, echo)
     if store.is_done():
         echo(f"{label}: unchanged, skipped")
         for stale in (store.partial, store.progress):
@@ -452,17 +483,25 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
                 shutil.rmtree(stale, ignore_errors=True)
         old = previous.get(fingerprint, {})
         rec = {**old, **base, "status": "skipped", "checked": now_iso()}
+        if step.stage.produces_image:
+            return _skipped_image_step(step, run_dir, rec, out_path,
+                                       _input_opener(step, paths, outputs, recipe))
         rec["qa"] = published_step_qa(step, run_dir, rec, _input_opener(step, paths, outputs,
                                                                         recipe))
         return rec
 
     start, t0 = now_iso(), time.perf_counter()
     before = _input_opener(step, paths, outputs, recipe)()
-    gains = _open_gains(outputs[step.gains]) if step.gains else None
-    if step.stage.gains_input:
-        tree = _build_gains_output(step, before, _open_visibilities(vis_src, None))
+    gains = _open_gains(outputs.get(step.gains) or paths[step.gains]) if step.gains else None
+    images = _open_gains(outputs[step.image]) if step.image else None
+    if step.stage.produces_image:
+        echo(f"{label}: imaging")
+        tree = build_image_tree(step, before, gains, images,
+                                lambda t, n, what: _pick(t, n, what, step))
+    elif step.stage.gains_input:
+        tree = _build_gains_output(step, before, _open_source(vis_src))
     else:
-        tree = _build_output(step, before, gains, recipe)
+        tree = _build_output(step, before, gains, images)
     attrs = {STEP_ATTR: {"recipe": recipe.name, "step": step.name, "stage": step.stage.name}}
     prepared, regions, done = store.prepare(tree, attrs)
     todo = [r for r in regions if r.key not in done]
@@ -471,7 +510,8 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
          + (f" ({len(done)} written before, resuming)" if done else ""))
     writes = store.region_writes(prepared, todo, attempt)
     n_tasks = _n_tasks(writes)
-    lazy_qa = lazy_step_qa(step, before, prepared) if not done else None
+    lazy_qa = (lazy_step_qa(step, before, prepared)
+               if not done and not step.stage.produces_image else None)
     summaries = _execute(writes, client, progress, lazy_qa)
     left = [r.key for r in regions if r.key not in store.marked()]
     if left:
@@ -486,7 +526,11 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
            "regions": {"total": len(regions), "skipped": len(done), "written": len(todo),
                        "skipped_keys": sorted(done)},
            "peak_worker_memory_bytes": peak_memory(client)}
-    if summaries is not None:
+    if step.stage.produces_image:
+        rec["files"] = relpaths(write_image_files(step, tree, run_dir / "products", before),
+                                run_dir)
+        rec["qa"] = image_qa(step, tree, run_dir, fingerprint)
+    elif summaries is not None:
         rec["qa"] = save_qa(step, run_dir, rec, summaries)
     else:
         rec["qa"] = published_step_qa(step, run_dir, rec,
@@ -494,11 +538,33 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
     return rec
 
 
+def _skipped_image_step(step: Step, run_dir: Path, rec: dict[str, Any], out_path: Path,
+                        open_input: Callable[[], xr.DataTree]) -> dict[str, Any]:
+    """A skipped image step: its product files rewritten if missing, its QA reused."""
+    from daskcal.qa.collect import load_step_qa
+
+    files = rec.get("files") or []
+    tree = None
+    if not files or not all((run_dir / f).is_file() for f in files):
+        tree = _open_gains(out_path).compute()
+        rec["files"] = relpaths(write_image_files(step, tree, run_dir / "products",
+                                                  open_input()), run_dir)
+    qa_path = run_dir / "qa" / f"{step.output_name.removesuffix('.zarr')}.json"
+    qa = load_step_qa(qa_path)
+    if qa is not None and qa.fingerprint == rec["fingerprint"]:
+        rec["qa"] = {"score": qa.score, "reason": qa.reason,
+                     "file": str(qa_path.relative_to(run_dir))}
+    else:
+        tree = tree if tree is not None else _open_gains(out_path).compute()
+        rec["qa"] = image_qa(step, tree, run_dir, rec["fingerprint"])
+    return rec
+
+
 def _input_opener(step: Step, paths: dict[str, Path], outputs: dict[str, Path],
                   recipe: Recipe) -> Callable[[], xr.DataTree]:
     """A function opening the step's input (visibilities or gains), lazily."""
     if step.stage.gains_input:
-        return lambda: _open_gains(outputs[step.input])
+        return lambda: _open_gains(outputs.get(step.input) or paths[step.input])
     src = paths.get(step.input) or outputs[step.input]
     chunks = recipe.model.chunks if step.input in paths else None
     return lambda: _open_visibilities(src, chunks)

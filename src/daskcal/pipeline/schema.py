@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from daskcal.pipeline.recipe import InputModel, Recipe, RecipeModel, StepModel
+from daskcal.pipeline.recipe import InputModel, Recipe, RecipeModel, SelectModel, StepModel
 from daskcal.pipeline.registry import StageSpec, available_stages
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -27,6 +27,16 @@ def _field_schema(model, name: str) -> dict[str, Any]:
     return props[name]
 
 
+def _select_schema() -> dict[str, Any]:
+    """The ``select`` property, inlined (no ``$defs`` of its own)."""
+    sel = SelectModel.model_json_schema()
+    return {"anyOf": [{"type": "object", "additionalProperties": False,
+                       "properties": sel["properties"], "title": "Select",
+                       "description": sel.get("description", "")}, {"type": "null"}],
+            "default": None, "description": _field_schema(StepModel, "select")
+            .get("description", "")}
+
+
 def _step_schema(stages: dict[str, StageSpec], refs: dict[str, str]) -> dict[str, Any]:
     clauses = []
     for name, spec in stages.items():
@@ -35,13 +45,18 @@ def _step_schema(stages: dict[str, StageSpec], refs: dict[str, str]) -> dict[str
         if rules:
             config = {"allOf": [config, *rules]}
         then: dict[str, Any] = {"properties": {"config": config}}
-        if spec.needs_gains:
-            then["required"] = ["gains"]
-        else:
-            then["not"] = {"required": ["gains"]}
+        required = [k for k, need in (("gains", spec.needs_gains),
+                                      ("image", spec.needs_image)) if need]
+        forbidden = [{"required": [k]} for k, need in (("gains", spec.needs_gains),
+                                                       ("image", spec.needs_image)) if not need]
+        if required:
+            then["required"] = required
+        if forbidden:
+            then["not"] = {"anyOf": forbidden}
         clauses.append({"if": {"properties": {"stage": {"const": name}}, "required": ["stage"]},
                         "then": then})
-    props = {k: _field_schema(StepModel, k) for k in ("name", "input", "gains")}
+    props = {k: _field_schema(StepModel, k) for k in ("name", "input", "gains", "image")}
+    props["select"] = _select_schema()
     props["stage"] = {"enum": list(stages), "description": _field_schema(StepModel, "stage")
                       .get("description", ""), "title": "Stage"}
     props["config"] = {"type": "object", "default": {},

@@ -188,6 +188,10 @@ def _step_plots(stem: str, summaries: Mapping[str, Any], out: Path) -> list[str]
             if "CHI2" in g:
                 made.append((plots.plot_chi2(g, out / f"{base}-chi2.png").name,
                              "reduced chi-squared"))
+        if "image" in s:
+            made.append((plots.plot_image(s["image"], "IMAGE", out / f"{base}-image.png").name,
+                         f"{s['image'].attrs.get('variable', 'image').lower()} image "
+                         "(block maxima)"))
         if "ateam_before" in s and "ateam_after" in s:
             b, a = s["ateam_before"], s["ateam_after"]
             html_parts.append(_table(

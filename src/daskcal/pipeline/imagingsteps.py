@@ -1,0 +1,201 @@
+"""Recipe adapters of the imaging stages: image (+ primary beam), facet solve, facet image.
+
+The FACTOR/Rapthor loop as recipe steps::
+
+    image_di      image            DI image; its CLEAN components are the sky model
+    facet_solve   facet_solve      components -> patches -> calibrator directions and
+                                   facets (:func:`~daskcal.stages.facets.plan_facets`),
+                                   joint fast-phase + slow-complex DD solve
+    facet_image   facet_image      per facet: subtract the other directions, correct with
+                                   its gains, phase-shift, image; then the field mosaic
+                                   ("fieldmosaic") with primary-beam correction
+
+``facet_solve`` and ``facet_image`` derive the same sky model from the same image
+(:func:`sky_from_image`); the facets are rebuilt from the directions stored with the
+gains and ``field_size_deg`` (which both steps must share: the recipe says it once
+per step, and ``facet_image`` checks it against the gains' attribute).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+from pydantic import Field
+
+from daskcal import DaskcalError
+from daskcal.pipeline.registry import StageContext, StageSpec
+from daskcal.stages.facets.config import FacetConfig
+from daskcal.stages.imaging.config import ImageConfig
+from daskcal.stages.imaging.facet_image import FacetImageConfig
+from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig
+
+
+class ImageStepConfig(ImageConfig):
+    """Settings of the ``image`` step: imaging and CLEAN, and an optional primary beam."""
+
+    primary_beam: PrimaryBeamConfig | None = Field(None, description="Primary beam: adds "
+                                                   "PB and RESTORED_PBCOR (none: no "
+                                                   "correction).")
+
+
+class FacetSolveStepConfig(FacetConfig):
+    """Settings of the ``facet_solve`` step: the sky model from a CLEAN model image, the
+    calibrator selection and facets, and the DD solves."""
+
+    min_component_jy: float = Field(0.0, ge=0, description="Leave CLEAN components "
+                                    "fainter than this (absolute value) out of the sky model.")
+
+
+class FacetImageStepConfig(FacetImageConfig):
+    """Settings of the ``facet_image`` step: facet images and their mosaic."""
+
+    field_size_deg: float = Field(5.0, gt=0, description="Side of the field tiled by the "
+                                  "facets, degrees (as in the facet_solve step).")
+    min_component_jy: float = Field(0.0, ge=0, description="As in the facet_solve step "
+                                    "(the sky model subtracted per facet).")
+    primary_beam: PrimaryBeamConfig | None = Field(None, description="Primary beam of the "
+                                                   "mosaic (none: no correction).")
+
+
+def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0):
+    """The CLEAN components of an image as a point-source sky model.
+
+    Parameters
+    ----------
+    image_xds : xarray.Dataset
+        An image (``MODEL`` in Jy/pixel, dims ``(l, m)``; attrs ``phase_centre_rad``,
+        ``cell_rad``, ``ref_freq_hz``).
+    min_flux_jy : float
+        Components with ``|S| <`` this are left out.
+
+    Returns
+    -------
+    SkyModel
+        One flat-spectrum point component per non-zero model pixel, at the pixel's
+        direction (SIN projection), reference frequency the image's.
+    """
+    from daskcal.data.geometry import radec_of_lm
+    from daskcal.sky.model import SkyModel
+
+    model = np.asarray(image_xds["MODEL"].values, dtype=np.float64)
+    cell = float(image_xds.attrs["cell_rad"])
+    ra0, dec0 = (float(x) for x in image_xds.attrs["phase_centre_rad"])
+    i, j = np.nonzero((model != 0) & (np.abs(model) >= min_flux_jy))
+    n0, n1 = model.shape
+    ra, dec = radec_of_lm((i - n0 // 2) * cell, (j - n1 // 2) * cell, ra0, dec0)
+    return SkyModel.from_components(
+        name=[f"cc{a}_{b}" for a, b in zip(i, j, strict=True)], ra=np.atleast_1d(ra),
+        dec=np.atleast_1d(dec), stokes_i=model[i, j],
+        ref_freq=float(image_xds.attrs["ref_freq_hz"]))
+
+
+def _centre(context: StageContext) -> np.ndarray:
+    from daskcal.pipeline.builtin import phase_centre
+
+    return phase_centre(context)
+
+
+def _image(xds: xr.Dataset, config: ImageStepConfig, context: StageContext) -> xr.Dataset:
+    from daskcal.stages.imaging import image
+    from daskcal.stages.imaging.primary_beam import primary_beam
+
+    img = image(context.node, config)
+    if config.primary_beam is not None:
+        img = primary_beam(img, context.node, config.primary_beam)
+    return img
+
+
+def _facet_solve(xds: xr.Dataset, image_xds: xr.Dataset, config: FacetSolveStepConfig,
+                 context: StageContext) -> xr.Dataset:
+    from daskcal.stages.facets import plan_facets, solve_facets
+
+    centre = _centre(context)
+    sky = sky_from_image(image_xds, config.min_component_jy)
+    if sky.n_source == 0:
+        raise DaskcalError(f"step {context.step}: the model image has no CLEAN components")
+    base = FacetConfig.model_validate(config.model_dump(exclude={"min_component_jy"}))
+    plan = plan_facets(sky, centre, base, freq_hz=float(image_xds.attrs["ref_freq_hz"]))
+    total = solve_facets(xds, plan, centre, base)["total"].to_dataset(inherit=False)
+    return total.assign_attrs(field_size_deg=config.field_size_deg,
+                              n_components=int(sky.n_source))
+
+
+def _stitch_model(images: list[xr.Dataset], masks: list[np.ndarray], centre, npix: int,
+                  cell: float) -> np.ndarray:
+    """Each facet's CLEAN components inside its facet, moved to the nearest field pixel."""
+    from daskcal.data.geometry import lmn_of, radec_of_lm
+
+    out = np.zeros((npix, npix))
+    for img, inside in zip(images, masks, strict=True):
+        model = np.asarray(img["MODEL"].values, dtype=np.float64)
+        i, j = np.nonzero((model != 0) & inside)
+        if not i.size:
+            continue
+        c = float(img.attrs["cell_rad"])
+        n0, n1 = model.shape
+        ra, dec = radec_of_lm((i - n0 // 2) * c, (j - n1 // 2) * c, *img.attrs["phase_centre_rad"])
+        lmn = lmn_of(np.atleast_1d(ra), np.atleast_1d(dec), *centre)
+        p = np.rint(lmn[:, 0] / cell).astype(int) + npix // 2
+        q = np.rint(lmn[:, 1] / cell).astype(int) + npix // 2
+        ok = (p >= 0) & (p < npix) & (q >= 0) & (q < npix)
+        np.add.at(out, (p[ok], q[ok]), model[i[ok], j[ok]])
+    return out
+
+
+def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
+                 config: FacetImageStepConfig, context: StageContext) -> xr.Dataset:
+    from daskcal.sky.facets import make_facets
+    from daskcal.stages.imaging.facet_image import facet_pixel_mask, image_facets
+    from daskcal.stages.imaging.mosaic import mosaic
+    from daskcal.stages.imaging.primary_beam import primary_beam
+
+    centre = _centre(context)
+    solved_size = gains.attrs.get("field_size_deg")
+    if solved_size is not None and not math.isclose(float(solved_size), config.field_size_deg):
+        raise DaskcalError(f"step {context.step}: field_size_deg {config.field_size_deg} "
+                           f"differs from the facet solve's {solved_size}")
+    names = [str(n) for n in gains["direction"].values]
+    facets = make_facets(names, np.asarray(gains["direction_ra"].values),
+                         np.asarray(gains["direction_dec"].values), centre,
+                         math.radians(config.field_size_deg))
+    sky = facets.assign(sky_from_image(image_xds, config.min_component_jy))
+    base = FacetImageConfig.model_validate(config.model_dump(
+        exclude={"field_size_deg", "min_component_jy", "primary_beam"}))
+    images = image_facets(context.node, gains, facets, base, sky=sky)
+    npix = int(image_xds.sizes["l"])
+    cell = float(image_xds.attrs["cell_rad"])
+    regions = [np.asarray(img.attrs["facet_polygon_rad"]) for img in images]
+    field = mosaic(images, centre_rad=tuple(centre), npix=npix, cell_rad=cell,
+                   regions=regions, region_frame="radec")
+    masks = [facet_pixel_mask(img) for img in images]
+    field["MODEL"] = (("l", "m"), _stitch_model(images, masks, centre, npix, cell),
+                      {"units": "Jy/pixel"})
+    field.attrs.update({"n_iter": int(sum(img.attrs.get("n_iter", 0) for img in images)),
+                        "n_major": int(max(img.attrs.get("n_major", 0) for img in images)),
+                        "facets": names, "correlation": images[0].attrs.get("correlation",
+                                                                            "I")})
+    for key in ("theoretical_noise_jy",):
+        vals = [img.attrs[key] for img in images if key in img.attrs]
+        if vals:
+            field.attrs[key] = float(np.median(vals))
+    if config.primary_beam is not None:
+        field = primary_beam(field, context.node, config.primary_beam)
+    return field
+
+
+IMAGE = StageSpec("image", ImageStepConfig, _image, "visibility->image",
+                  "weighting, w-stacking/projection gridding, CLEAN, primary beam; FITS "
+                  "and thumbnails")
+FACET_SOLVE = StageSpec("facet_solve", FacetSolveStepConfig, _facet_solve,
+                        "image+visibility->gains",
+                        "calibrator directions from a CLEAN model image, facets, joint DD "
+                        "solves")
+FACET_IMAGE = StageSpec("facet_image", FacetImageStepConfig, _facet_image,
+                        "image+gains+visibility->image",
+                        "facet images with their DD gains (others subtracted) and the "
+                        "primary-beam-corrected field mosaic")
+
+__all__ = ["FACET_IMAGE", "FACET_SOLVE", "IMAGE", "FacetImageStepConfig",
+           "FacetSolveStepConfig", "ImageStepConfig", "sky_from_image"]
