@@ -33,6 +33,7 @@ class DaskcalError(Exception):
 
 _SUBPACKAGES = {
     "data", "sky", "kernels", "stages", "pipeline", "qa", "cluster", "archive", "testing",
+    "survey",
 }
 
 

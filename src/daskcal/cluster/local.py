@@ -67,6 +67,7 @@ class LocalSite(Site):
             local_directory=cfg.local_directory,
             dashboard_address=cfg.dashboard_address,
             env=self.worker_env(),
+            **({"host": cfg.host} if cfg.host else {}),
         )
 
 

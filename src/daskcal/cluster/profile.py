@@ -160,6 +160,9 @@ class LocalConfig(_Section):
         "directory")
     dashboard_address: str | None = Field(
         ":8787", description="where the dashboard listens, like ':8787'; empty: no dashboard")
+    host: str | None = Field(
+        None, description="address the scheduler and workers listen on, like '127.0.0.2' "
+        "(several sites on one machine); empty: localhost")
     worker_env: dict[str, str] = Field(
         default_factory=dict, description="extra environment variables of the workers; they "
         "override the thread limits (NUMBA_NUM_THREADS=1, ...)")

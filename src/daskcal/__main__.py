@@ -1,0 +1,7 @@
+"""``python -m daskcal``: the ``daskcal`` command."""
+
+import sys
+
+from daskcal.cli import main
+
+sys.exit(main())
