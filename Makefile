@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   -- set up the environment and run the demo
+#   make demo   -- set up the environment and run the demo (daskcal demo: simulated LOFAR
+#                  calibrator + target through lofar-calibrator -> lofar-target -> lofar-facet)
 #   make test   -- set up the environment and run lint + the full test-suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,23 +16,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p demo-output
-	$(BIN)/daskcal simulate demo-output/lofar.zarr --array lofar --target-size 100MB --seed 1 --overwrite --progress
-	$(BIN)/daskcal convert demo-output/lofar.zarr demo-output/lofar.ms --overwrite --progress
-	$(BIN)/daskcal convert demo-output/lofar.ms demo-output/lofar-roundtrip.zarr --overwrite --progress
-	$(BIN)/daskcal info demo-output/lofar-roundtrip.zarr
-	$(BIN)/daskcal convert "$$($(BIN)/daskcal fetch ngc5921_uvfits)" demo-output/ngc5921.zarr --overwrite
-	$(BIN)/daskcal info demo-output/ngc5921.zarr
+	$(BIN)/daskcal demo --output demo-output
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
 # As root (CI, a test machine) the tests first start a real single-node SLURM and install
-# headless Chromium from Debian's packages, and then require both; otherwise those tests skip
+# headless Chromium and PostgreSQL from Debian's packages, and then require them; otherwise those tests skip
 # with the reason.
 test: lint
 	@if [ "$$(id -u)" = 0 ]; then bash deploy/test-prerequisites.sh; fi
-	@if [ "$$(id -u)" = 0 ]; then export DASKCAL_REQUIRE_SLURM=1 DASKCAL_REQUIRE_BROWSER=1; fi; \
+	@if [ "$$(id -u)" = 0 ]; then export DASKCAL_REQUIRE_SLURM=1 DASKCAL_REQUIRE_BROWSER=1 DASKCAL_REQUIRE_POSTGRES=1; fi; \
 		$(BIN)/python -m pytest
 
 clean:

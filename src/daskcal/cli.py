@@ -370,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show a progress bar (default: when stderr is a terminal)")
         p.add_argument("--no-progress", dest="progress", action="store_false")
 
+    from daskcal import cli_survey
+
+    cli_survey.add_parser(sub)
+
     p = sub.add_parser("demo", help="simulate LOFAR calibrator and target observations and "
                                     "run lofar-calibrator -> lofar-target -> lofar-facet, "
                                     "checked against the truth")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal import DaskcalError
 from daskcal.data.model import ANTENNA_NODE, field_xds_of
-from daskcal.pipeline.imagingsteps import FACET_IMAGE, FACET_SOLVE, IMAGE
+from daskcal.pipeline.imagingsteps import CUBE, FACET_IMAGE, FACET_SOLVE, IMAGE, SNAPSHOTS
 from daskcal.pipeline.registry import ConfigRule, StageContext, StageSpec
 from daskcal.stages.apply import ApplyConfig, apply
 from daskcal.stages.average import AverageConfig, average
@@ -220,7 +220,7 @@ PREDICT_IMAGE = StageSpec("predict_image", PredictImageConfig, _predict_image,
 #: The stages every daskcal installation has.
 BUILTIN_STAGES: tuple[StageSpec, ...] = (FLAG, PREFLAG, AVERAGE, PREDICT, DEMIX, SOLVE, APPLY,
                                          SMOOTH, TRANSFER, H5PARM, IMAGE, PREDICT_IMAGE,
-                                         FACET_SOLVE, FACET_IMAGE)
+                                         FACET_SOLVE, FACET_IMAGE, CUBE, SNAPSHOTS)
 
 __all__ = ["APPLY", "AVERAGE", "BUILTIN_STAGES", "DEMIX", "FACET_IMAGE", "FACET_SOLVE", "FLAG",
            "H5PARM", "IMAGE", "PREDICT",

@@ -93,12 +93,25 @@ def build_image_tree(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
         if not isinstance(result, xr.Dataset):
             raise DaskcalError(f"step {step.name}: stage {step.stage.name} returned a "
                                f"{type(result).__name__}, not an image xarray.Dataset")
-        result = result.compute()
+        if not _lazy(result):  # snapshot series stay lazy: written region by region
+            result = result.compute()
         result.attrs = {k: _plain(v) for k, v in result.attrs.items()}
         result.attrs.setdefault("type", "image")
         result.attrs.setdefault("field_name", partition_field(obs[name]))
         datasets[f"/{name}"] = result
     return xr.DataTree.from_dict(datasets)
+
+
+def _lazy(xds: xr.Dataset) -> bool:
+    import dask.array as da
+
+    return any(isinstance(v.data, da.Array) for v in xds.data_vars.values())
+
+
+def _series(xds: xr.Dataset) -> bool:
+    """Whether an image dataset is a time series (snapshots: no FITS per image)."""
+    var = "RESTORED" if "RESTORED" in xds else "DIRTY"
+    return "time" in xds[var].dims
 
 
 def image_partitions(tree: xr.DataTree) -> list[str]:
@@ -120,16 +133,28 @@ def write_image_files(step: Step, tree: xr.DataTree, products: Path,
     files: list[Path] = []
     for part in image_partitions(tree):
         xds = tree[part].to_dataset(inherit=False)
+        if _series(xds):
+            log.info("step %s: %s is a snapshot series (zarr only, no FITS per image)",
+                     step.name, part)
+            continue
         node = obs[part] if obs is not None and part in obs.children else None
         written = write_image_products(xds, products, f"{step.name}-{part}", node=node)
         files += list(written.values())
     return files
 
 
+def _first_plane(x: xr.DataArray) -> xr.DataArray:
+    """The first (l, m) plane of a cube or series (the middle channel of a cube)."""
+    for dim in x.dims:
+        if dim not in ("l", "m"):
+            x = x.isel({dim: x.sizes[dim] // 2 if dim == "chan" else 0})
+    return x
+
+
 def image_summary(xds: xr.Dataset, max_pix: int = 256) -> xr.Dataset:
     """A small copy of an image for the weblog (block-averaged to at most ``max_pix``)."""
     var = "RESTORED" if "RESTORED" in xds else "DIRTY"
-    img = np.asarray(xds[var].values, dtype=np.float64)
+    img = np.asarray(_first_plane(xds[var]).values, dtype=np.float64)
     f = max(1, math.ceil(max(img.shape) / max_pix))
     n0, n1 = img.shape[0] // f * f, img.shape[1] // f * f
     small = img[:n0, :n1].reshape(n0 // f, f, n1 // f, f).max(axis=(1, 3))
@@ -145,10 +170,10 @@ def image_metrics(part: str, xds: xr.Dataset) -> list:
     from daskcal.qa.metrics import info, score_value
     from daskcal.stages.imaging.masks import robust_rms
 
-    res = xds["RESIDUAL"] if "RESIDUAL" in xds else xds["DIRTY"]
+    res = _first_plane(xds["RESIDUAL"] if "RESIDUAL" in xds else xds["DIRTY"])
     values = np.asarray(res.values)
     rms = robust_rms(values[np.isfinite(values)])
-    shown = xds["RESTORED"] if "RESTORED" in xds else xds["DIRTY"]
+    shown = _first_plane(xds["RESTORED"] if "RESTORED" in xds else xds["DIRTY"])
     peak = float(np.nanmax(np.abs(shown.values)))
     out = [info("image_rms", rms, f"residual rms (MAD) {rms:.3g} Jy/beam", partition=part,
                 unit="Jy/beam"),
@@ -156,6 +181,12 @@ def image_metrics(part: str, xds: xr.Dataset) -> list:
                 unit="Jy/beam"),
            info("dynamic_range", peak / rms if rms > 0 else None,
                 f"peak / rms = {peak / rms:.4g}" if rms > 0 else "rms is 0", partition=part)]
+    var = "RESTORED" if "RESTORED" in xds else "DIRTY"
+    planes = int(np.prod([n for d, n in xds[var].sizes.items() if d not in ("l", "m")]))
+    if planes > 1:
+        out.append(info("n_images", planes, f"{planes} image planes "
+                        f"({', '.join(f'{d} {n}' for d, n in xds[var].sizes.items())}); "
+                        "metrics of the first (a cube: its middle channel)", partition=part))
     noise = xds.attrs.get("theoretical_noise_jy")
     if noise:
         out.append(score_value("image_rms_ratio", rms / float(noise),

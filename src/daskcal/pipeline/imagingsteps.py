@@ -19,6 +19,7 @@ per step, and ``facet_image`` checks it against the gains' attribute).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -28,8 +29,16 @@ from daskcal import DaskcalError
 from daskcal.pipeline.registry import StageContext, StageSpec
 from daskcal.stages.facets.config import FacetConfig
 from daskcal.stages.imaging.config import ImageConfig
+from daskcal.stages.imaging.cube import CubeConfig
 from daskcal.stages.imaging.facet_image import FacetImageConfig
 from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig
+from daskcal.stages.imaging.snapshots import SnapshotConfig
+
+_BACKEND = Field("auto", description="Where the major cycles grid: 'dask' (lazy, per chunk: "
+                "memory bounded by the chunks; the data are re-read every cycle), 'numpy' "
+                "(the partition loaded once), 'auto' (numpy below in_memory_mb).")
+_IN_MEMORY = Field(512.0, gt=0, description="Largest partition (MB of visibilities, weights "
+                   "and flags) that backend 'auto' images in memory.")
 
 
 class ImageStepConfig(ImageConfig):
@@ -38,6 +47,17 @@ class ImageStepConfig(ImageConfig):
     primary_beam: PrimaryBeamConfig | None = Field(None, description="Primary beam: adds "
                                                    "PB and RESTORED_PBCOR (none: no "
                                                    "correction).")
+    backend: Literal["auto", "dask", "numpy"] = _BACKEND
+    in_memory_mb: float = _IN_MEMORY
+
+
+def choose_backend(xds: xr.Dataset, backend: str, in_memory_mb: float) -> str:
+    """``backend``, with ``auto`` resolved by the size of the partition's data."""
+    if backend != "auto":
+        return backend
+    size = sum(xds[v].nbytes for v in xds.data_vars
+               if xds[v].dims[:2] == ("time", "baseline_id"))
+    return "numpy" if size <= in_memory_mb * 1e6 else "dask"
 
 
 class FacetSolveStepConfig(FacetConfig):
@@ -57,6 +77,8 @@ class FacetImageStepConfig(FacetImageConfig):
                                     "(the sky model subtracted per facet).")
     primary_beam: PrimaryBeamConfig | None = Field(None, description="Primary beam of the "
                                                    "mosaic (none: no correction).")
+    backend: Literal["auto", "dask", "numpy"] = _BACKEND
+    in_memory_mb: float = _IN_MEMORY
 
 
 def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0):
@@ -101,7 +123,8 @@ def _image(xds: xr.Dataset, config: ImageStepConfig, context: StageContext) -> x
     from daskcal.stages.imaging import image
     from daskcal.stages.imaging.primary_beam import primary_beam
 
-    img = image(context.node, config)
+    img = image(context.node, config,
+                backend=choose_backend(xds, config.backend, config.in_memory_mb))
     if config.primary_beam is not None:
         img = primary_beam(img, context.node, config.primary_beam)
     return img
@@ -162,8 +185,10 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
                          math.radians(config.field_size_deg))
     sky = facets.assign(sky_from_image(image_xds, config.min_component_jy))
     base = FacetImageConfig.model_validate(config.model_dump(
-        exclude={"field_size_deg", "min_component_jy", "primary_beam"}))
-    images = image_facets(context.node, gains, facets, base, sky=sky)
+        exclude={"field_size_deg", "min_component_jy", "primary_beam", "backend",
+                 "in_memory_mb"}))
+    images = image_facets(context.node, gains, facets, base, sky=sky,
+                          backend=choose_backend(xds, config.backend, config.in_memory_mb))
     npix = int(image_xds.sizes["l"])
     cell = float(image_xds.attrs["cell_rad"])
     regions = [np.asarray(img.attrs["facet_polygon_rad"]) for img in images]
@@ -185,6 +210,19 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
     return field
 
 
+def _cube(xds: xr.Dataset, config, context: StageContext) -> xr.Dataset:
+    from daskcal.stages.imaging.cube import image_cube
+
+    return image_cube(context.node, config)
+
+
+def _snapshots(xds: xr.Dataset, config, context: StageContext) -> xr.Dataset:
+    """Lazy (time, subband, l, m) images: the runner writes them region by region."""
+    from daskcal.stages.imaging.snapshots import snapshot_images
+
+    return snapshot_images(context.node, config)
+
+
 IMAGE = StageSpec("image", ImageStepConfig, _image, "visibility->image",
                   "weighting, w-stacking/projection gridding, CLEAN, primary beam; FITS "
                   "and thumbnails")
@@ -197,5 +235,11 @@ FACET_IMAGE = StageSpec("facet_image", FacetImageStepConfig, _facet_image,
                         "facet images with their DD gains (others subtracted) and the "
                         "primary-beam-corrected field mosaic")
 
-__all__ = ["FACET_IMAGE", "FACET_SOLVE", "IMAGE", "FacetImageStepConfig",
+CUBE = StageSpec("cube", CubeConfig, _cube, "visibility->image",
+                 "spectral cube on a frequency or velocity axis (TOPO/LSRK/BARY) and its "
+                 "continuum image")
+SNAPSHOTS = StageSpec("snapshots", SnapshotConfig, _snapshots, "visibility->image",
+                      "one image per time interval per subband (lazy, one task each)")
+
+__all__ = ["CUBE", "FACET_IMAGE", "FACET_SOLVE", "IMAGE", "SNAPSHOTS", "FacetImageStepConfig",
            "FacetSolveStepConfig", "ImageStepConfig", "sky_from_image"]

@@ -546,7 +546,7 @@ def _skipped_image_step(step: Step, run_dir: Path, rec: dict[str, Any], out_path
     files = rec.get("files") or []
     tree = None
     if not files or not all((run_dir / f).is_file() for f in files):
-        tree = _open_gains(out_path).compute()
+        tree = _open_gains(out_path)
         rec["files"] = relpaths(write_image_files(step, tree, run_dir / "products",
                                                   open_input()), run_dir)
     qa_path = run_dir / "qa" / f"{step.output_name.removesuffix('.zarr')}.json"
@@ -555,7 +555,7 @@ def _skipped_image_step(step: Step, run_dir: Path, rec: dict[str, Any], out_path
         rec["qa"] = {"score": qa.score, "reason": qa.reason,
                      "file": str(qa_path.relative_to(run_dir))}
     else:
-        tree = tree if tree is not None else _open_gains(out_path).compute()
+        tree = tree if tree is not None else _open_gains(out_path)
         rec["qa"] = image_qa(step, tree, run_dir, rec["fingerprint"])
     return rec
 

@@ -175,7 +175,8 @@ def gains_summary(gains: xr.Dataset) -> xr.Dataset:
     gd, fd = g.isel(sel), f.isel(sel)
     rel = gd * np.conj(gd.isel(antenna_name=ref))
     amp = amp_all.where(~f)
-    scatter = (amp.std("antenna_name") / amp.mean("antenna_name")).mean()
+    mean = amp.mean("antenna_name")
+    scatter = (amp.std("antenna_name") / mean.where(mean > 0)).mean()  # no 0/0 warnings
     extra = [c for c in g.coords if c not in g.dims]
     plot = {"gain_time": "plot_time", "gain_frequency": "plot_frequency"}
 
