@@ -17,8 +17,6 @@ session and observation.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +29,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = Path(__file__).with_name("recipe.yaml")
-START = "deploy/slurm/start-test-cluster.sh"
 #: Root attributes of a step store that differ between runs of the same step.
 RUN_TIME_ATTRS = ("daskcal_complete",)
 
@@ -191,37 +188,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, dt: float 
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def _slurm_problem() -> str | None:
-    """Why no SLURM cluster can run jobs here (None when one can)."""
-    if shutil.which("sinfo") is None:
-        return f"sinfo is not on PATH (no SLURM here; start one with {START})"
-    try:
-        out = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True,
-                             text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        return f"sinfo did not answer within 20 s (is slurmctld up? {START})"
-    if out.returncode != 0:
-        err = " ".join(out.stderr.split()) or f"exit status {out.returncode}"
-        return f"the SLURM cluster is not up (sinfo: {err}; start it with {START})"
-    states = {s.strip().rstrip("*") for s in out.stdout.split()}
-    if not states & {"idle", "mix", "alloc", "comp"}:
-        return f"no SLURM node can take jobs (states: {', '.join(sorted(states)) or 'none'})"
-    return None
-
-
-@pytest.fixture(scope="session")
-def slurm_problem() -> str | None:
-    """Checked once per session: why SLURM tests cannot run, or None."""
-    return _slurm_problem()
-
-
-@pytest.fixture(autouse=True)
-def _require_slurm(request, slurm_problem):
-    if request.node.get_closest_marker("slurm") is None or slurm_problem is None:
-        return
-    if os.environ.get("DASKCAL_REQUIRE_SLURM") == "1":
-        pytest.fail(f"DASKCAL_REQUIRE_SLURM=1 but {slurm_problem}")
-    pytest.skip(slurm_problem)
 
 
 @pytest.fixture

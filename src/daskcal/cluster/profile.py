@@ -544,24 +544,11 @@ def load_profile(path: str | os.PathLike[str]) -> SiteProfile:
     daskcal.DaskcalError
         If the file is missing, unreadable, not YAML, or invalid; one line naming it.
     """
-    import yaml
+    from daskcal._files import read_yaml
 
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DaskcalError(f"{source}: no such site profile") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DaskcalError(f"{source}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DaskcalError(f"{source}: not valid YAML: {where}{' '.join(problem.split())}") \
-            from None
+    data = read_yaml(path, "site profile")
     if data is None:  # an empty file: the default local site, named after the file
         data = {}
     if isinstance(data, dict) and "name" not in data:

@@ -40,6 +40,7 @@ from typing import Any
 import xarray as xr
 
 from daskcal import DaskcalError
+from daskcal._files import pid_alive
 from daskcal.pipeline.checkpoint import STEP_ATTR, StepStore, store_bytes
 from daskcal.pipeline.imagestep import (
     build_image_tree,
@@ -132,7 +133,7 @@ def _lock(run_dir: Path) -> Iterator[None]:
                 pid = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise RunError(f"{run_dir}: another run (pid {pid}) is using it") from None
             lock.unlink(missing_ok=True)
             continue
@@ -145,16 +146,6 @@ def _lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

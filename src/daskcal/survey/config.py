@@ -352,23 +352,11 @@ def load_survey(path: str | os.PathLike[str], *, check_paths: bool = True) -> Su
     SurveyError
         If the file is missing, not YAML or invalid: one line naming it and every problem.
     """
-    import yaml
+
+    from daskcal._files import read_yaml
 
     source = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SurveyError(f"{source}: no such survey file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SurveyError(f"{source}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SurveyError(f"{source}: not valid YAML: {where}{' '.join(problem.split())}") \
-            from None
+    data = read_yaml(path, "survey file", SurveyError)
     return survey_from_dict(data, source, check_paths=check_paths)
 
 

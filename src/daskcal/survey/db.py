@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from daskcal import DaskcalError
+from daskcal._files import pid_alive
 
 #: States of an observation.
 STATES: tuple[str, ...] = ("pending", "staging", "running", "done", "failed")
@@ -268,17 +269,6 @@ class Transaction:
                      (uuid.uuid4().hex, time.time(), observation, site, kind, message, owner))
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def owner_token() -> str:
     """A token naming this driver: ``host:pid:random``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -380,5 +370,5 @@ def sync_observations(db: Database, rows: Sequence[dict[str, Any]], sites: Seque
 
 
 __all__ = ["ACTIVE_STATES", "SCHEMA", "STATES", "Database", "DatabaseError", "Transaction",
-           "acquire_driver", "heartbeat", "owner_token", "pid_alive", "release_driver",
+           "acquire_driver", "heartbeat", "owner_token", "release_driver",
            "sync_observations"]
