@@ -100,21 +100,132 @@ def test_region_mask_honoured(node):
     assert i.size and np.all((i - x[0]) ** 2 + (j - y[0]) ** 2 <= 36.0 + 1e-9)
 
 
-def test_noise_rms():
-    """After CLEAN the residual rms is near that of a noise-only image (same noise seed)."""
+def _noisy(components=True, on_grid=False):
+    """(node, per-baseline sigma of each real part, Jy) of the simulation with noise."""
+    from daskcal.data.geometry import radec_of_lm
     from daskcal.testing import simulate_observation
 
-    rms = {}
-    for label, components in (("sky", True), ("noise", False)):
-        sc = sim_config(noise=True)
-        if not components:
-            sc["sky"]["components"] = []
+    sc = sim_config(noise=True)
+    if not components:
+        sc["sky"]["components"] = []
+    elif on_grid:  # the same sources moved to the nearest pixel centres
+        x, y = true_pixels()
+        cell = math.radians(CELL_AS / 3600)
+        ra, dec = radec_of_lm((np.round(x) - NPIX // 2) * cell, (np.round(y) - NPIX // 2) * cell,
+                              math.radians(RA0), math.radians(DEC0))
+        for c, r, d in zip(sc["sky"]["components"], ra, dec, strict=True):
+            c["ra_deg"], c["dec_deg"] = math.degrees(r), math.degrees(d)
+    obs, truth = simulate_observation(sc)
+    sigma = np.asarray(truth["noise"]["NOISE_SIGMA"].values, dtype=np.float64)
+    return obs[next(iter(obs.children))], sigma
+
+
+def _radiometer(node, sigma_bl):
+    """Natural-weighting Stokes I image noise from the simulator's sigma alone.
+
+    Stokes I = (RR + LL) / 2 has sigma_bl / sqrt(2) per real part; a dirty pixel is the
+    mean of Re(V e^{i phi}) over all samples (equal weights): sigma_I / sqrt(n_time n_chan)
+    per baseline, combined over baselines with equal weights.
+    """
+    xds = node.to_dataset(inherit=False)
+    n = xds.sizes["time"] * xds.sizes["frequency"]
+    sig_i = sigma_bl / math.sqrt(2.0)
+    return math.sqrt(np.sum(n * sig_i**2)) / (n * sig_i.size)
+
+
+def test_dirty_noise_matches_radiometer():
+    """Noise-only dirty images (Jy/beam): rms = the radiometer value, natural and Briggs."""
+    node, sigma = _noisy(components=False)
+    expect = _radiometer(node, sigma)
+    nat = image(node, cfg(weighting="natural", niter=0), backend="numpy")
+    assert nat.attrs["theoretical_noise_jy"] == pytest.approx(expect, rel=1e-5)
+    assert nat.attrs["n_vis"] == node.sizes["time"] * node.sizes["baseline_id"] * 4
+    # ~800 independent beams in the image: the rms is known to ~3 %
+    assert float(nat.DIRTY.std()) == pytest.approx(expect, rel=0.08)
+    bri = image(node, cfg(weighting="briggs", robust=0.0, niter=0), backend="numpy")
+    assert bri.attrs["theoretical_noise_jy"] > expect
+    assert float(bri.DIRTY.std()) == pytest.approx(bri.attrs["theoretical_noise_jy"], rel=0.08)
+
+
+def test_residual_noise_on_grid_sources():
+    """Sources on pixel centres, cleaned to 3 sigma: residual rms within 10 % of the noise.
+
+    This catches any normalisation error of the residual, the PSF or the model prediction
+    (a 1 % flux error of the 2 Jy source alone would leave 2e-2 / 1.3e-4 = 150 sigma).
+    """
+    node, sigma = _noisy(on_grid=True)
+    expect = _radiometer(node, sigma)
+    out = image(node, cfg(weighting="natural", auto_threshold=3.0, threshold_jy=0.0),
+                backend="numpy")
+    ratio = float(out.RESIDUAL.std()) / expect
+    assert 0.9 < ratio < 1.1, ratio
+    r = out.RESTORED.values
+    x, y = true_pixels()
+    for i, j, (_, _, s) in zip(np.round(x).astype(int), np.round(y).astype(int), SOURCES,
+                               strict=True):
+        assert r[i, j] == pytest.approx(s, abs=4 * expect)
+
+
+def test_noise_rms_off_grid():
+    """Off-grid sources: the residual rms exceeds the noise (pixelisation, not a bug).
+
+    A point source between pixel centres is not a finite sum of pixel deltas: CLEAN leaves
+    a low-level, image-wide error (Cotton & Uson 2008, A&A 490, 455) that, at this dynamic
+    range (2 Jy / 1.3e-4 Jy) and 4-5 pixels per beam, is comparable with the noise.
+    Measured (natural weighting, 3 sigma): 1.38 x the radiometer noise with the residual-rms
+    auto threshold (the error inflates the rms, so CLEAN stops early: a fixed point), 1.19 x
+    with the theoretical noise, 1.05 x with half the cell (5").
+    """
+    node, sigma = _noisy()
+    expect = _radiometer(node, sigma)
+    res = image(node, cfg(weighting="natural", auto_threshold=3.0, threshold_jy=0.0),
+                backend="numpy")
+    theo = image(node, cfg(weighting="natural", auto_threshold=3.0, threshold_jy=0.0,
+                           auto_threshold_noise="theoretical"), backend="numpy")
+    r_res = float(res.RESIDUAL.std()) / expect
+    r_theo = float(theo.RESIDUAL.std()) / expect
+    print("residual rms / radiometer noise", r_res, r_theo)
+    assert theo.attrs["threshold_jy"] == pytest.approx(3.0 * expect, rel=1e-5)
+    assert r_theo < r_res < 1.5
+    assert 1.0 < r_theo < 1.25
+
+
+def test_autocorrelations_not_imaged():
+    """Autocorrelations (u = v = w = 0, total power) are left out, as WSClean and CASA do."""
+    from daskcal.testing import simulate_observation
+
+    images = {}
+    for auto in (False, True):
+        sc = {**sim_config(), "autocorrelations": auto}
         obs, _ = simulate_observation(sc)
         nd = obs[next(iter(obs.children))]
-        out = image(nd, cfg(weighting="natural", auto_threshold=3.0, threshold_jy=0.0,
-                            niter=3000 if components else 0), backend="numpy")
-        rms[label] = float(out.RESIDUAL.std())
-    print("residual rms", rms)
-    # measured: 1.82e-4 vs 1.30e-4 Jy/beam (x1.4) when stopping at 3 sigma with natural
-    # weighting and this snapshot's high sidelobes; a goal is x1.1
-    assert rms["noise"] <= rms["sky"] < 1.5 * rms["noise"]
+        out = image(nd, cfg(niter=0), backend="numpy")
+        images[auto] = out
+    assert images[True].attrs["n_vis"] == images[False].attrs["n_vis"]
+    np.testing.assert_allclose(images[True].DIRTY.values, images[False].DIRTY.values,
+                               atol=1e-9)
+
+
+def test_dask_reductions_agree_with_numpy(node):
+    """DaskBackend dirty images: grid and per-chunk image reductions equal NumpyBackend's."""
+    import dask.array as da
+
+    from daskcal.stages.imaging import DaskBackend, NumpyBackend, select_product
+
+    xds = node.to_dataset(inherit=False)
+    vis, w, fl = select_product(xds)
+    iw = da.where(fl, 0.0, w)
+    freq = xds["frequency"].values
+    cell = math.radians(CELL_AS / 3600)
+    uvw = xds["UVW"].data
+    max_w = float(np.abs(np.asarray(uvw)[..., 2]).max())
+    nb = NumpyBackend(np.asarray(uvw).reshape(-1, 3), freq,
+                      np.asarray(vis).reshape(-1, freq.size), np.asarray(iw).reshape(-1, freq.size),
+                      NPIX, cell)
+    ref = nb.dirty(nb.data)
+    for reduce in ("grid", "image"):
+        be = DaskBackend(uvw, da.from_array(freq, chunks=(vis.chunks[2],)),
+                         vis.astype(np.complex128), iw, NPIX, cell, max_w, reduce=reduce)
+        assert vis.npartitions > 2
+        np.testing.assert_allclose(be.dirty(be.data).compute(), ref,
+                                   atol=1e-6 * np.abs(ref).max())

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from daskcal.kernels._jit import njit
-from daskcal.kernels.gridding.grid import FASTMATH, one_tap, taps_uv, taylor_terms, wp_entry
-from daskcal.kernels.gridding.wtaps import wp_taps
+from daskcal.kernels.gridding.grid import FASTMATH, one_tap, taps_uv, wp_sample
 
 
 @njit
@@ -123,22 +122,10 @@ def degrid_wproject(gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u,
     acc_r = np.zeros(2 * lanes_max, dtype=g.dtype)
     acc_i = np.zeros(2 * lanes_max, dtype=g.dtype)
     for i in range(n):
-        wa = abs(w[i])
-        eu = wp_entry(wa, wt_u)
-        ev = wp_entry(wa, wt_v)
-        su = sup_u[eu]
-        sv = sup_v[ev]
-        lanes = ((sv + 7) // 8) * 8
-        i0u = wp_taps(gu[i], w[i], su, len_u[eu], amp_u[aoff_u[eu]:aoff_u[eu + 1]], xi0_u[eu],
-                      scale_u, post_u[eu, :, 0], post_u[eu, :, 1], tw_re, tw_im, bre, bim,
-                      kur, kui)
-        i0v = wp_taps(gv[i], w[i], sv, len_v[ev], amp_v[aoff_v[ev]:aoff_v[ev + 1]], xi0_v[ev],
-                      scale_v, post_v[ev, :, 0], post_v[ev, :, 1], tw_re, tw_im, bre, bim,
-                      kvr, kvi)
-        r0 = np.uint64(i0u % nu)
-        c0 = np.uint64(2 * (i0v % nv))
-        n_k = taylor_terms(wa, w_scale, arg, n_taylor, tol)
-        s = w[i] / w_scale
+        su, sv, lanes, r0, c0, n_k, s = wp_sample(
+            i, gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, post_u, wt_v,
+            sup_v, len_v, amp_v, aoff_v, xi0_v, post_v, scale_u, scale_v, w_scale, arg,
+            n_taylor, tol, tw_re, tw_im, bre, bim, kur, kui, kvr, kvi)
         tot_r = 0.0
         tot_i = 0.0
         sk = 1.0

@@ -222,6 +222,34 @@ def taylor_terms(w_abs, w_scale, arg, n_taylor, tol):
 
 
 @njit(fastmath=FASTMATH)
+def wp_sample(i, gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, post_u,
+              wt_v, sup_v, len_v, amp_v, aoff_v, xi0_v, post_v, scale_u, scale_v,
+              w_scale, arg, n_taylor, tol, tw_re, tw_im, bre, bim, kur, kui, kvr, kvi):
+    """Per-sample w-projection set-up shared by gridding and degridding.
+
+    Fills the taps ``ku = kur + i kui`` (u axis) and ``kv`` of sample ``i`` and returns
+    ``(su, sv, lanes, r0, c0, n_k, s)``: supports, padded v lanes, grid row and
+    interleaved column of the first tap, number of Taylor terms and ``w / w_scale``.
+    """
+    wa = abs(w[i])
+    eu = wp_entry(wa, wt_u)
+    ev = wp_entry(wa, wt_v)
+    su = sup_u[eu]
+    sv = sup_v[ev]
+    lanes = ((sv + 7) // 8) * 8
+    i0u = wp_taps(gu[i], w[i], su, len_u[eu], amp_u[aoff_u[eu]:aoff_u[eu + 1]], xi0_u[eu],
+                  scale_u, post_u[eu, :, 0], post_u[eu, :, 1], tw_re, tw_im, bre, bim,
+                  kur, kui)
+    i0v = wp_taps(gv[i], w[i], sv, len_v[ev], amp_v[aoff_v[ev]:aoff_v[ev + 1]], xi0_v[ev],
+                  scale_v, post_v[ev, :, 0], post_v[ev, :, 1], tw_re, tw_im, bre, bim,
+                  kvr, kvi)
+    r0 = np.uint64(i0u % nu)
+    c0 = np.uint64(2 * (i0v % nv))
+    n_k = taylor_terms(wa, w_scale, arg, n_taylor, tol)
+    return su, sv, lanes, r0, c0, n_k, w[i] / w_scale
+
+
+@njit(fastmath=FASTMATH)
 def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, post_u,
                   wt_v, sup_v, len_v, amp_v, aoff_v, xi0_v, post_v, scale_u, scale_v,
                   w_scale, arg, n_taylor, tol, tw_re, tw_im, lanes_max, g):
@@ -254,22 +282,10 @@ def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0
     q = np.zeros(2 * lanes_max, dtype=g.dtype)
     qs = np.zeros(2 * lanes_max, dtype=g.dtype)
     for i in range(n):
-        wa = abs(w[i])
-        eu = wp_entry(wa, wt_u)
-        ev = wp_entry(wa, wt_v)
-        su = sup_u[eu]
-        sv = sup_v[ev]
-        lanes = ((sv + 7) // 8) * 8
-        i0u = wp_taps(gu[i], w[i], su, len_u[eu], amp_u[aoff_u[eu]:aoff_u[eu + 1]], xi0_u[eu],
-                      scale_u, post_u[eu, :, 0], post_u[eu, :, 1], tw_re, tw_im, bre, bim,
-                      kur, kui)
-        i0v = wp_taps(gv[i], w[i], sv, len_v[ev], amp_v[aoff_v[ev]:aoff_v[ev + 1]], xi0_v[ev],
-                      scale_v, post_v[ev, :, 0], post_v[ev, :, 1], tw_re, tw_im, bre, bim,
-                      kvr, kvi)
-        r0 = np.uint64(i0u % nu)
-        c0 = np.uint64(2 * (i0v % nv))
-        n_k = taylor_terms(wa, w_scale, arg, n_taylor, tol)
-        s = w[i] / w_scale
+        su, sv, lanes, r0, c0, n_k, s = wp_sample(
+            i, gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, post_u, wt_v,
+            sup_v, len_v, amp_v, aoff_v, xi0_v, post_v, scale_u, scale_v, w_scale, arg,
+            n_taylor, tol, tw_re, tw_im, bre, bim, kur, kui, kvr, kvi)
         fr = val[i].real
         fi = val[i].imag
         for k in range(n_k):
@@ -292,4 +308,4 @@ def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0
 
 
 __all__ = ["COEF_ROWS", "FASTMATH", "fold_guard", "grid_es_plane", "grid_wproject", "one_tap",
-           "taps_uv", "taylor_terms", "wp_entry"]
+           "taps_uv", "taylor_terms", "wp_entry", "wp_sample"]

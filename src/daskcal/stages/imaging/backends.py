@@ -86,6 +86,11 @@ class DaskBackend:
         to plan.
     split_every : int
         Fan-in of the grid reduction.
+    reduce : {"auto", "grid", "image"}
+        What the tree reduction adds (:func:`daskcal.stages.gridding.dirty_image`): uv
+        grids (one FFT set in all; best with many chunks) or per-chunk images (no
+        ``n_planes x nu x nv`` grids to move and add; best with one or two chunks, the
+        ``"auto"`` choice).
     """
 
     uvw: Any
@@ -98,6 +103,7 @@ class DaskBackend:
     epsilon: float = 1e-5
     method: str = "wstack"
     split_every: int = 4
+    reduce: str = "auto"
     plan: Any = field(init=False, repr=False)
     plan_psf: Any = field(init=False, repr=False)
 
@@ -111,6 +117,10 @@ class DaskBackend:
         self.plan_psf = make_plan(2 * self.npix, 2 * self.npix, self.cell_rad, self.cell_rad,
                                   self.epsilon, **kw)
         self.used = (self.weight > 0).astype(np.float64)
+        if self.reduce == "auto":
+            self.reduce = "image" if self.vis.npartitions <= 2 else "grid"
+        if self.reduce not in ("grid", "image"):
+            raise ValueError(f"reduce must be 'auto', 'grid' or 'image', got {self.reduce!r}")
 
     @property
     def data(self):
@@ -120,7 +130,7 @@ class DaskBackend:
     def dirty(self, vis) -> da.Array:
         """Lazy weighted dirty image (unnormalised), shape (npix, npix)."""
         return _g.dirty_image(self.uvw, self.freq, vis, self.weight, plan=self.plan,
-                              split_every=self.split_every)
+                              reduce=self.reduce, split_every=self.split_every)
 
     def predict(self, model) -> da.Array:
         """Lazy visibilities of a model (Jy/pixel), shape (n_time, n_bl, n_chan)."""
@@ -132,7 +142,7 @@ class DaskBackend:
         """Lazy unnormalised PSF, shape (2 npix, 2 npix)."""
         ones = da.ones_like(self.vis)
         return _g.dirty_image(self.uvw, self.freq, ones, self.weight, plan=self.plan_psf,
-                              split_every=self.split_every)
+                              reduce=self.reduce, split_every=self.split_every)
 
 
 __all__ = ["DaskBackend", "lazy_imaging_weights"]

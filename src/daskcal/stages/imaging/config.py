@@ -41,6 +41,12 @@ class ImageConfig(BaseModel):
     threshold_jy: float = Field(0.0, ge=0, description="Absolute stopping threshold, Jy/beam.")
     auto_threshold: float | None = Field(3.0, gt=0, description="Stop at this many times the "
                                          "residual rms (robust, MAD-based); none to disable.")
+    auto_threshold_noise: Literal["residual", "theoretical"] = Field(
+        "residual", description="Noise that auto_threshold multiplies: 'residual' (robust rms "
+        "of the residual image, each major cycle) or 'theoretical' (from the weights, "
+        "sqrt(sum w_img^2 / w) / sum w_img; needs WEIGHT = 1 / sigma^2 in Jy^-2). The residual "
+        "rms includes unsubtracted source structure (e.g. pixelisation errors of off-grid "
+        "sources), so it can stop CLEAN early at an inflated noise.")
     auto_mask: float | None = Field(None, gt=0, description="Automatic mask: clean only pixels "
                                     "that once exceeded this many residual rms (grows per major "
                                     "cycle); none to disable.")
@@ -53,6 +59,10 @@ class ImageConfig(BaseModel):
     scales_px: list[float] = Field(default_factory=lambda: [0.0, 4.0, 8.0, 16.0],
                                    description="Multiscale scale sizes, pixels.")
     scale_bias: float = Field(0.6, ge=0, lt=1, description="Multiscale small-scale bias.")
+    persist_mb: float = Field(2000.0, ge=0, description="Dask backend: keep the selected "
+                              "visibilities, imaging weights and uvw in memory across major "
+                              "cycles when they take less than this (MB); larger data are "
+                              "read and weighted again in every major cycle.")
     mask: list[str] | None = Field(None, description="User mask regions (world coordinates), "
                                    "e.g. 'circle(150.1, 40.05, 30\")' or 'box(150, 40, 60\", "
                                    "60\")' (ds9-like; degrees, sizes with \", ' or d).")

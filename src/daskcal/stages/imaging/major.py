@@ -11,8 +11,9 @@ before (weights, PSF, the dirty-image graph) is lazy.
 
 Cycle ``k`` (``k = 0`` starts from the dirty image):
 
-1. stop if ``peak |R| <= threshold`` (``max(threshold_jy, auto_threshold x rms)``) or the
-   iteration budget is spent;
+1. stop if ``peak |R| <= threshold`` (``max(threshold_jy, auto_threshold x sigma)``, with
+   ``sigma`` the robust rms of ``R`` or, with ``auto_threshold_noise="theoretical"``, the
+   noise from the weights) or the iteration budget is spent;
 2. minor cycle down to ``max(threshold, (1 - mgain) peak, cycle_factor x sidelobe x peak)``;
 3. ``model += components``; ``R = dirty(vis - predict(model)) / psf_peak``.
 """
@@ -136,7 +137,8 @@ def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask):
 
 def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any], vis,
                psf: np.ndarray, cfg, *, mask: np.ndarray | None = None,
-               dirty_image0: np.ndarray | None = None) -> DeconvolutionResult:
+               dirty_image0: np.ndarray | None = None,
+               noise_jy: float | None = None) -> DeconvolutionResult:
     """Major/minor-cycle CLEAN.
 
     Parameters
@@ -156,6 +158,9 @@ def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any]
         User mask (components only where ``True``).
     dirty_image0 : ndarray, optional
         The unnormalised dirty image if already computed.
+    noise_jy : float, optional
+        Theoretical image noise, Jy/beam: with ``cfg.auto_threshold_noise ==
+        "theoretical"`` the auto threshold is ``auto_threshold x noise_jy`` (required then).
 
     Returns
     -------
@@ -178,12 +183,16 @@ def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any]
     auto = np.zeros_like(residual, dtype=bool)
     done, n_major, history = 0, 0, []
     threshold = cfg.threshold_jy
+    theoretical = getattr(cfg, "auto_threshold_noise", "residual") == "theoretical"
+    if theoretical and not (noise_jy is not None and noise_jy > 0):
+        raise ValueError("auto_threshold_noise='theoretical' needs a positive noise_jy")
     while True:
         rms = robust_rms(residual)
-        threshold = max(cfg.threshold_jy, (cfg.auto_threshold or 0.0) * rms)
+        sigma = noise_jy if theoretical else rms
+        threshold = max(cfg.threshold_jy, (cfg.auto_threshold or 0.0) * sigma)
         m = np.ones_like(auto) if mask is None else mask.copy()
         if cfg.auto_mask is not None:
-            auto |= np.abs(residual) > cfg.auto_mask * rms
+            auto |= np.abs(residual) > cfg.auto_mask * sigma
             m &= auto
         peak = float(np.abs(np.where(m, residual, 0.0)).max())
         history.append({"major": n_major, "peak_jy": peak, "rms_jy": rms, "n_iter": done})

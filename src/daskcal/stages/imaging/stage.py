@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -64,6 +65,30 @@ def _weight_kw(cfg: ImageConfig) -> dict:
                 taper_fwhm_lambda=cfg.taper_lambda)
 
 
+def _autocorrelations(vis_xds: xr.Dataset) -> np.ndarray:
+    """Boolean (n_baseline,): ``True`` for autocorrelation baselines."""
+    for a, b in (("baseline_antenna1_name", "baseline_antenna2_name"),
+                 ("antenna1", "antenna2")):
+        if a in vis_xds.coords and b in vis_xds.coords:
+            return np.asarray(vis_xds[a].values == vis_xds[b].values, dtype=bool)
+    return np.zeros(vis_xds.sizes["baseline_id"], dtype=bool)
+
+
+def _noise_sums(iw, w):
+    """``(sum iw, sum iw^2 / w, n used)`` over used samples (numpy or lazy Dask)."""
+    used = (iw > 0) & (w > 0)
+    mod = da if isinstance(iw, da.Array) else np
+    q = mod.where(used, iw * iw / mod.where(used, w, 1.0), 0.0)
+    return (mod.where(used, iw, 0.0).sum(), q.sum(), used.sum())
+
+
+def _theoretical_noise(sum_iw, sum_q, n_used) -> float:
+    """Image noise (Jy/beam) of ``sum iw V / sum iw`` for ``var(Re V) = 1 / w``: the
+    thermal noise when ``WEIGHT = 1 / sigma^2`` (sigma per real part, Jy); NaN if unused.
+    """
+    return float(np.sqrt(sum_q) / sum_iw) if n_used and sum_iw > 0 else float("nan")
+
+
 def _phase_centre(node) -> tuple[float, float]:
     fx = node[FIELD_NODE].to_dataset(inherit=False)
     pc = np.asarray(fx["FIELD_PHASE_CENTER_DIRECTION"].values, dtype=np.float64).reshape(-1, 2)
@@ -101,13 +126,19 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
         (axis 0 ``l`` east, axis 1 ``m`` north), ``PSF`` (peak 1, dims ``(l_psf, m_psf)``,
         twice the size); attrs ``bmaj_rad, bmin_rad, bpa_rad`` (fitted restoring beam),
         ``phase_centre_rad``, ``cell_rad``, ``ref_freq_hz``, ``n_iter``, ``n_major``,
-        ``threshold_jy``, ``history``.
+        ``threshold_jy``, ``history``, ``sum_weights`` (the PSF peak),
+        ``theoretical_noise_jy`` (``sqrt(sum w_img^2 / w) / sum w_img``, Jy/beam: the thermal
+        noise of the dirty and residual images when ``WEIGHT = 1 / sigma^2``) and ``n_vis``
+        (samples imaged).
     """
     cfg = config if isinstance(config, ImageConfig) else ImageConfig.model_validate(config)
     vis_xds = node.to_dataset(inherit=False)
     npix, cell = cfg.npix, cfg.cell_rad
     pc = _phase_centre(node)
     vis, wt, fl = select_product(vis_xds, cfg.data_group, cfg.correlation)
+    auto = _autocorrelations(vis_xds)
+    if auto.any():  # zero spacings of total power: never imaged (as WSClean and CASA)
+        fl = fl | auto[None, :, None]
     freq = vis_xds["frequency"].values
     uvw = vis_xds["UVW"].data
     if backend == "numpy":
@@ -117,6 +148,7 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
                                 pixsize_x_rad=cell, pixsize_y_rad=cell, **_weight_kw(cfg))
         be = NumpyBackend(uvw_n, freq, np.where(iw > 0, v, 0), iw, npix, cell, cfg.epsilon,
                           cfg.method)
+        stats = _noise_sums(iw, w)
     elif backend == "dask":
         vis_d = vis if isinstance(vis, da.Array) else da.from_array(vis)
         fch = (vis_d.chunks[2],)
@@ -127,11 +159,22 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
         iw = lazy_imaging_weights(uvw_d, freq_d, wt_d, fl_d, npix=npix, cell_rad=cell,
                                   **_weight_kw(cfg))
         vis_d = da.where(iw > 0, vis_d, 0).astype(np.complex128)
-        be = DaskBackend(uvw_d, freq_d, vis_d, iw, npix, cell, _max_w(node, vis_xds),
+        nbytes = vis_d.nbytes + iw.nbytes + wt_d.nbytes + uvw_d.nbytes
+        max_w = None
+        if nbytes <= cfg.persist_mb * 1e6:  # read and weight once, not once per major cycle
+            vis_d, iw, wt_d, uvw_d = dask.persist(vis_d, iw, wt_d, uvw_d)
+            # the data's own |w| bound (fewer w planes than the longest baseline's)
+            max_w = float(da.nanmax(da.where((iw > 0).any(axis=2), abs(uvw_d[..., 2]),
+                                             0.0)).compute())
+        be = DaskBackend(uvw_d, freq_d, vis_d, iw, npix, cell,
+                         _max_w(node, vis_xds) if max_w is None else max_w,
                          cfg.epsilon, cfg.method)
+        stats = _noise_sums(iw, wt_d)
     else:
         raise ValueError(f"backend must be 'dask' or 'numpy', got {backend!r}")
-    psf = materialise(be.psf())
+    psf, stats = dask.compute(be.psf(), stats)
+    psf = materialise(psf)
+    noise = _theoretical_noise(*stats)
     norm = psf[npix, npix]
     user = np.ones((npix, npix), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if cfg.mask:
@@ -139,7 +182,7 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
     dirty0 = materialise(be.dirty(be.data))
     res = deconvolve(be.dirty, be.predict, be.data, psf, cfg,
                      mask=None if (mask is None and not cfg.mask) else user,
-                     dirty_image0=dirty0)
+                     dirty_image0=dirty0, noise_jy=noise)
     psf_n = psf / norm
     beam = fit_beam(psf_n, cell, cell)
     restored = restore(res.model, res.residual, beam, cell, cell)
@@ -157,6 +200,7 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
                "ref_freq_hz": float(np.mean(freq)), "bandwidth_hz": float(np.ptp(freq)) or 0.0,
                "n_iter": res.n_iter, "n_major": res.n_major, "threshold_jy": res.threshold,
                "sum_weights": float(norm), "correlation": cfg.correlation,
+               "theoretical_noise_jy": noise, "n_vis": int(stats[2]),
                "history": res.history, "config": cfg.model_dump_json()})
 
 
