@@ -33,14 +33,9 @@ major-cycle gain: its cycles differ (the final threshold is the same).
 
 Conventions. CASA's own predictor (``ft`` of a component list, exact per component) on
 these UVW gives ``V = S exp(+2 pi i (u l + v m + w (n - 1)) f / c)``, and real MSs store
-``uvw ~ X(antenna1) - X(antenna2)`` (checked on the VLA ``vla_day2_ms``); daskcal's
-simulator and imager use ``exp(-2 pi i (...))`` with the same uvw, the complex
-conjugate. WSClean and CASA therefore image daskcal-simulated MSs point-reflected through
-the phase centre (``(l, m) -> (-l, -m)``, with a w term of the wrong sign there, so far
-sources also lose peak), and daskcal images real data point-reflected. Until the data
-model is fixed, the ``lofar`` case gives WSClean and CASA a copy whose ``DATA`` is
-conjugated (``*_msconv.ms``: the visibilities a real telescope would record of this
-sky); ``--no-conjugate`` shows the effect.
+``uvw ~ X(antenna1) - X(antenna2)`` (checked on the VLA ``vla_day2_ms``): that is daskcal's
+data model, so all three tools read the same Measurement Set. (This bench found daskcal's
+model to be the complex conjugate, imaging real data point-reflected; fixed since.)
 
 Threads: ``--threads`` (2) for every tool: WSClean ``-j``, daskcal's Dask scheduler and
 its minor-cycle FFTs (``scipy.fft.set_workers``); CASA runs serially (``OMP_NUM_THREADS=1``
@@ -197,7 +192,7 @@ def make_lofar_ms(args, workdir: Path) -> tuple[Path, dict]:
     comps = [dict(name=f"s{k}", ra_deg=math.degrees(a), dec_deg=math.degrees(d), flux_jy=o[2],
                   spectral_index=[0.0], ref_freq_hz=150e6)
              for k, (a, d, o) in enumerate(zip(ra, dec, offs, strict=True))]
-    if ms.exists() and truth_json.exists() and ms.with_name(ms.stem + "_msconv.ms").exists():
+    if ms.exists() and truth_json.exists():
         return ms, json.loads(truth_json.read_text())
     cfg = dict(array="lofar", lofar=dict(n_core=args.lofar_core, n_remote=args.lofar_remote),
                ra_deg=ra0, dec_deg=dec0, duration_s=args.lofar_ntime * 60.0,
@@ -217,16 +212,6 @@ def make_lofar_ms(args, workdir: Path) -> tuple[Path, dict]:
     t0 = time.perf_counter()
     write_ms(obs, tmp, overwrite=True)
     os.replace(tmp, ms)
-    conj = ms.with_name(ms.stem + "_msconv.ms")
-    tmp = conj.with_suffix(".ms.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(ms, tmp)
-    from casacore.tables import table
-
-    with table(str(tmp), readonly=False, ack=False) as t:
-        t.putcol("DATA", np.conj(t.getcol("DATA")))
-    shutil.rmtree(conj, ignore_errors=True)
-    os.replace(tmp, conj)
     info = dict(ra0_deg=ra0, dec0_deg=dec0, noise_natural_jy=noise,
                 sources=[(c["ra_deg"], c["dec_deg"], c["flux_jy"]) for c in comps])
     truth_json.write_text(json.dumps(info))
@@ -528,9 +513,6 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/daskcal-bench-imaging"))
     p.add_argument("--casa-venv", type=Path, default=Path("/tmp/casa-venv"))
     p.add_argument("--skip-casa", action="store_true")
-    p.add_argument("--no-conjugate", action="store_true",
-                   help="lofar: give WSClean and CASA the simulated DATA as written by "
-                        "daskcal (they then image the sky point-reflected)")
     p.add_argument("--skip-wsclean", action="store_true")
     p.add_argument("--daskcal-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
@@ -574,10 +556,7 @@ def main() -> None:
                        deconvolver=args.daskcal_deconvolver)
             stem = str(args.workdir / f"{case}-{weighting}")
             runs = {"daskcal": run_daskcal(ms, stem + "-daskcal", par, args.threads)}
-            # the simulator's visibilities are the complex conjugate of the Measurement Set
-            # convention (see the module notes): WSClean and CASA read the conjugated copy
-            ext_ms = ms if (case == "ngc5921" or args.no_conjugate) else \
-                ms.with_name(ms.stem + "_msconv.ms")
+            ext_ms = ms
             if not args.skip_wsclean:
                 w = run_wsclean(ext_ms, stem + "-wsclean", par, args.threads)
                 if w:

@@ -34,7 +34,7 @@ def reference_dft(uvw, freq, lmn, stokes_chan, feed, shape=None, jones=None, a1=
     u, v, w = (uvw[..., k, None] * lam_inv for k in range(3))  # (t, b, f), wavelengths
     for s in range(lmn.shape[0]):
         l, m, n = lmn[s]
-        k = np.exp(-2j * np.pi * (u * l + v * m + w * (n - 1)))
+        k = np.exp(2j * np.pi * (u * l + v * m + w * (n - 1)))
         if shape is not None and shape[s, 0] > 0:
             maj, mnr, pa = shape[s]
             umaj = u * np.sin(pa) + v * np.cos(pa)
@@ -132,7 +132,7 @@ def test_gaussian_matches_pixelised_image():
     uvw[0, :, :2] = rng.normal(0, 1500.0, (16, 2))  # to ~2000 wavelengths
     lmn_pix = np.stack([ll.ravel(), mm.ravel(), np.sqrt(1 - ll.ravel() ** 2 - mm.ravel() ** 2)], 1)
     u, v = uvw[0, :, 0] * freq[0] / C_M_S, uvw[0, :, 1] * freq[0] / C_M_S
-    pixel_sum = (img.ravel()[None] * np.exp(-2j * np.pi * (u[:, None] * lmn_pix[None, :, 0]
+    pixel_sum = (img.ravel()[None] * np.exp(2j * np.pi * (u[:, None] * lmn_pix[None, :, 0]
                                                            + v[:, None] * lmn_pix[None, :, 1]))
                  ).sum(axis=1)
     coh = np.ones((1, 1, 1), dtype=complex)
@@ -151,7 +151,7 @@ def test_point_source_at_phase_centre_and_sign():
     l = 0.01
     east = dft_predict(uvw, freq, np.array([[l, 0.0, np.sqrt(1 - l * l)]]), coh,
                        out_dtype=np.complex128)
-    assert np.allclose(east[0, 0, :, 0], np.exp(-2j * np.pi * 70.0 * l * freq / C_M_S))
+    assert np.allclose(east[0, 0, :, 0], np.exp(2j * np.pi * 70.0 * l * freq / C_M_S))
 
 
 def test_stokes_to_coherency_inverts():

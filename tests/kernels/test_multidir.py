@@ -19,7 +19,7 @@ def _problem(seed=1, n_ant=8, n_time=6, n_chan=4, lm=((0.0, 0.0), (0.3, 0.1), (-
     model = np.zeros((len(lm), n_time, a1.size, n_chan, 4), complex)
     for d, (l, m) in enumerate(lm):
         n = np.sqrt(1 - l * l - m * m)
-        ph = np.exp(-2j * np.pi * (uvw[..., 0] * l + uvw[..., 1] * m + uvw[..., 2] * (n - 1))
+        ph = np.exp(2j * np.pi * (uvw[..., 0] * l + uvw[..., 1] * m + uvw[..., 2] * (n - 1))
                     [..., None] * freq / C)
         model[d, ..., 0] = model[d, ..., 3] = flux[d] * ph
     g = np.exp(rng.normal(0, 0.2, (len(lm), n_ant, 2))

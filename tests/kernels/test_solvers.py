@@ -42,7 +42,7 @@ def make_problem(n_ant=7, n_time=4, n_chan=6, t_int=2, f_int=3, mode="diagonal_c
         i_flux = rng.uniform(1, 10)
         q, uu, vv = rng.uniform(-0.4, 0.4, 3) * i_flux if polarised else (0.0, 0.0, 0.0)
         bright = np.array([[i_flux + q, uu + 1j * vv], [uu - 1j * vv, i_flux - q]])
-        k = np.exp(-2j * np.pi * (u[..., None] * l + v[..., None] * m) * freq / C_M_S)
+        k = np.exp(2j * np.pi * (u[..., None] * l + v[..., None] * m) * freq / C_M_S)
         model += k[..., None, None] * bright
     n_ts, n_fs = -(-n_time // t_int), -(-n_chan // f_int)
     # smooth in time and frequency, constant within a solution cell

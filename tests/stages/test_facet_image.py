@@ -153,7 +153,7 @@ def test_facet_visibilities_equal_a_dft_at_the_facet_centre(sim):
     # the direct DFT of the true source about the facet centre
     lmn = lmn_of(sky.ra[k:k + 1], sky.dec[k:k + 1], *centre)[0]
     freq = node["frequency"].values
-    phase = -2j * np.pi * (uvw @ (lmn - [0, 0, 1]))[:, :, None] * freq / C_M_S
+    phase = 2j * np.pi * (uvw @ (lmn - [0, 0, 1]))[:, :, None] * freq / C_M_S
     want = sky.stokes[k, 0] * np.exp(phase)
     got = out["VISIBILITY"].values
     pols = [str(p) for p in node["polarization"].values]

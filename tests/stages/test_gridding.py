@@ -137,7 +137,7 @@ def test_make_dirty_image_of_a_dataset(arrays):
     # Stokes I = (XX + YY) / 2 with weight 4 wx wy / (wx + wy) = 2 w for equal weights
     plan = plan_gridding(cfg, a["freq"], bound, a["vis"].size)
     u, f, _, w, fl = _rows(a)
-    u = u * np.array([1.0, 1.0, -1.0])  # the data model's w sign is the opposite of ducc0's
+    u = u * np.array([-1.0, -1.0, 1.0])  # the data model (the MS's) is ducc0's with u, v negated
     ref = k.dirty_image(u, f, (a["vis"] * 1.25).reshape(u.shape[0], -1), 2 * w, fl, plan=plan)
     # WEIGHT is float32 in the data model: equal to its rounding
     np.testing.assert_allclose(img.values, ref, rtol=0, atol=1e-5 * np.abs(ref).max())

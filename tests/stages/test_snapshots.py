@@ -93,7 +93,7 @@ def test_direct_dft(node):
     lm = (np.arange(32) - 16) * cell
     l, m = np.meshgrid(lm, lm, indexing="ij")
     n1 = np.sqrt(1 - l * l - m * m) - 1
-    ph = 2j * np.pi * (uvw[:, 0, None, None] * l + uvw[:, 1, None, None] * m
+    ph = -2j * np.pi * (uvw[:, 0, None, None] * l + uvw[:, 1, None, None] * m
                        + uvw[:, 2, None, None] * n1)
     ref = (vis[:, None, None] * np.exp(ph)).real.mean(axis=0)  # equal weights
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.abs(ref).max())

@@ -40,7 +40,7 @@ def make_xds(n_ant=6, n_time=8, n_chan=6, pols=LINEAR, t_cell=2, f_cell=3, mode=
         flux = rng.uniform(1, 5)
         q, u, v = rng.uniform(-0.4, 0.4, 3) * flux if mode == "full" else (0.0, 0.0, 0.0)
         bright = np.array([[flux + q, u + 1j * v], [u - 1j * v, flux - q]])
-        k = np.exp(-2j * np.pi * (uvw[..., 0, None] * l + uvw[..., 1, None] * m) * freq / 3e8)
+        k = np.exp(2j * np.pi * (uvw[..., 0, None] * l + uvw[..., 1, None] * m) * freq / 3e8)
         model += k[..., None, None] * bright
     n_tc, n_fc = -(-n_time // t_cell), -(-n_chan // f_cell)
     g = rng.uniform(0.8, 1.2, (n_tc, n_fc, n_ant, 2)) * np.exp(

@@ -204,7 +204,8 @@ def test_start_outside_iers_tables_is_refused():
 
 
 def test_uvw_and_phase_convention_image_the_source_where_it_is():
-    """A dirty image (inverse DFT with +2 pi i) of simulated data peaks at the source."""
+    """A dirty image (inverse DFT with -2 pi i: the data follow the MS convention
+    exp(+2 pi i (u l + v m + w (n - 1)))) of simulated data peaks at the source."""
     ra0, dec0 = 123.4, 48.2
     comp = dict(name="s", ra_deg=ra0 + 0.3 / np.cos(np.radians(dec0)), dec_deg=dec0 - 0.2,
                 flux_jy=1.0, spectral_index=[0.0])
@@ -218,7 +219,7 @@ def test_uvw_and_phase_convention_image_the_source_where_it_is():
     ll, mm = np.meshgrid(lm, lm, indexing="ij")
     u = uvw[..., 0, None] * freq / C_M_S
     v = uvw[..., 1, None] * freq / C_M_S
-    img = np.real(np.einsum("tbf,tbfp->p", data, np.exp(2j * np.pi * (
+    img = np.real(np.einsum("tbf,tbfp->p", data, np.exp(-2j * np.pi * (
         u[..., None] * ll.ravel() + v[..., None] * mm.ravel()))))
     peak = np.unravel_index(np.argmax(img), ll.shape)
     assert ll[peak] == pytest.approx(np.radians(0.3), abs=0.0006)  # east is +l

@@ -9,7 +9,8 @@ Conventions (used throughout daskcal)
   ``v`` towards the north celestial pole (of J2000), ``u`` towards the east. This is the
   convention of the Measurement Sets we have checked (CASA ``importuvfits``, MWA
   ``cotter``) and of the RIME (``u_pq = u_p - u_q``); with it a source at direction
-  cosines ``(l, m, n)`` contributes ``S exp(-2 pi i (u l + v m + w (n - 1)) f / c)``.
+  cosines ``(l, m, n)`` contributes ``S exp(+2 pi i (u l + v m + w (n - 1)) f / c)``
+  (the sign CASA's ``ft`` predicts with these UVW).
 * **How UVW are computed.** The ITRF baseline is rotated into the GCRS with the IAU
   2006/2000A celestial-to-terrestrial matrix (ERFA ``c2t06a``: polar motion, Earth
   rotation angle from UT1, CIO-based precession-nutation), then into the mean equator

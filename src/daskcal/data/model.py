@@ -22,7 +22,9 @@ and flagged (``FLAG=True``, ``WEIGHT=0``).
 
 UVW follow the Measurement Set convention as real data hold it (CASA- and
 cotter-written MSs, AIPS UVFITS): ``uvw = X(antenna1) - X(antenna2)`` in the
-J2000 frame, and ``V_pq = sum J_p B J_q^H exp(-2 pi i (u l + v m + w (n - 1)) f / c)``.
+J2000 frame, and ``V_pq = sum J_p B J_q^H exp(+2 pi i (u l + v m + w (n - 1)) f / c)``
+(the phase sign CASA's own predictions (``ft``) give with these UVW, which WSClean and
+CASA image; bench/imaging.py).
 
 Time is unix seconds in the UTC scale (``time.attrs["scale"] == "utc"``),
 exactly as xradio writes it: Measurement Sets store UTC, so this keeps the

@@ -7,7 +7,7 @@ J2000; see :mod:`daskcal.data.geometry`), channel frequency ``f`` and correlatio
 ``(a, b)`` of the receptors ``a, b`` in ``{0, 1}``::
 
     V_pq,ab(f) = sum_s  J_ps,a(f) conj(J_qs,b(f)) B_s,ab(f) G_s(u, v, f)
-                        exp(-2 pi i (u l_s + v m_s + w (n_s - 1)) f / c)
+                        exp(+2 pi i (u l_s + v m_s + w (n_s - 1)) f / c)
 
 where ``B_s`` is the source brightness (coherency) matrix, ``J`` optional diagonal
 per-antenna, per-direction Jones terms (``J_p B J_q^H``), and ``G_s`` the visibility
@@ -231,7 +231,7 @@ def _kernel(uvw, freq, lmn, coh_re, coh_im, shape, jones, a1, a2, ra, rb, use_jo
             out):
     n_time, n_bl = uvw.shape[0], uvw.shape[1]
     n_chan, n_src, n_corr = freq.shape[0], lmn.shape[0], coh_re.shape[1]
-    minus_two_pi_over_c = -2.0 * np.pi / C_M_S
+    two_pi_over_c = 2.0 * np.pi / C_M_S
     gauss_scale = np.pi * np.pi / (4.0 * np.log(2.0)) / (C_M_S * C_M_S)
     f0 = freq[0]
     df = (freq[n_chan - 1] - freq[0]) / (n_chan - 1) if n_chan > 1 else 0.0
@@ -248,7 +248,7 @@ def _kernel(uvw, freq, lmn, coh_re, coh_im, shape, jones, a1, a2, ra, rb, use_jo
             acc_im[:, :] = 0.0
             for s in range(n_src):
                 # phase per Hz of this (time, baseline, source)
-                ph = minus_two_pi_over_c * (u * lmn[s, 0] + v * lmn[s, 1] + w * (lmn[s, 2] - 1.0))
+                ph = two_pi_over_c * (u * lmn[s, 0] + v * lmn[s, 1] + w * (lmn[s, 2] - 1.0))
                 for c in range(n_seed):
                     x = ph * (f0 + c * df) if regular else ph * freq[c]
                     p_re[c] = np.cos(x)

@@ -1,17 +1,17 @@
 """Phase shifting: rotate visibilities and UVW to a new phase centre (exact, with w).
 
 With ``uvw = X(antenna1) - X(antenna2)`` on the (u, v, w) axes of the phase centre
-``s0`` and ``V = sum S exp(-2 pi i (u l + v m + w (n - 1)) f / c)``, i.e.
-``V = sum S exp(-2 pi i b.(s - s0) f / c)`` for the baseline vector ``b``, moving the
-phase centre to ``s1`` multiplies each visibility by::
+``s0`` and ``V = sum S exp(+2 pi i (u l + v m + w (n - 1)) f / c)`` (the Measurement
+Set's convention), i.e. ``V = sum S exp(+2 pi i b.(s - s0) f / c)`` for the baseline
+vector ``b``, moving the phase centre to ``s1`` multiplies each visibility by::
 
-    exp(+2 pi i (u l1 + v m1 + w (n1 - 1)) f / c)
+    exp(-2 pi i (u l1 + v m1 + w (n1 - 1)) f / c)
 
 where ``(l1, m1, n1)`` are the direction cosines of ``s1`` relative to ``s0``, and
 rotates the baseline coordinates to the axes of ``s1``: ``uvw1 = A1 A0^T uvw`` with
 ``A`` the matrices whose rows are the (u, v, w) unit vectors of each centre. The
 result is exact (no small-field approximation): a source at ``s`` then contributes
-``S exp(-2 pi i (u1 l' + v1 m' + w1 (n' - 1)) f / c)`` with ``(l', m', n')`` relative to
+``S exp(+2 pi i (u1 l' + v1 m' + w1 (n' - 1)) f / c)`` with ``(l', m', n')`` relative to
 ``s1``. Both centres are J2000 (RA, Dec), radians; the axes are those of
 :mod:`daskcal.data.geometry` (``u`` east, ``v`` north, ``w`` towards the centre).
 """
@@ -110,7 +110,7 @@ def phase_shift(vis, uvw, frequency, old_centre_rad, new_centre_rad, *,
 @njit
 def _shift(vis, uvw, freq, lmn, out):
     n_time, n_bl, n_chan, n_corr = vis.shape
-    scale = 2.0 * np.pi / C_M_S
+    scale = -2.0 * np.pi / C_M_S
     for t in range(n_time):
         for b in range(n_bl):
             ph = scale * (uvw[t, b, 0] * lmn[0] + uvw[t, b, 1] * lmn[1]

@@ -244,7 +244,7 @@ def ateam_summary(xds: xr.Dataset, sources: Sequence[str], phase_centre_rad: np.
         dec = float(np.average(np.asarray(sky.dec)[sel], weights=w))
         lmn = lmn_of(np.array([ra]), np.array([dec]), *map(float, phase_centre_rad))[0]
         delay = uvw[..., 0] * lmn[0] + uvw[..., 1] * lmn[1] + uvw[..., 2] * (lmn[2] - 1)
-        phasor = da.exp(2j * np.pi * delay[:, :, None] * fd[None, None, :] / _C_M_S)
+        phasor = da.exp(-2j * np.pi * delay[:, :, None] * fd[None, None, :] / _C_M_S)
         rot = vis * phasor[..., None].astype(np.complex64)
         num = da.where(good, rot, 0).sum(axis=(0, 2, 3))
         den = good.sum(axis=(0, 2, 3))

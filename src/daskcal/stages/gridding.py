@@ -261,16 +261,23 @@ def _selection(vis_xds: xr.Dataset, config: GriddingConfig, weight):
             fl.transpose(*dims).data)
 
 
-def _gridder_uvw(uvw):
-    """UVW of the data model in the kernels' (ducc0's) convention: w negated.
+#: Signs turning the data model's UVW into the gridding kernels' (see :func:`_gridder_uvw`).
+GRIDDER_UVW_SIGN = np.array([-1.0, -1.0, 1.0])
 
-    The data model predicts ``V = sum B exp(-2 pi i (u l + v m + w (n - 1)))``
-    (:mod:`daskcal.data.model`, the DFT kernel and the simulator); the gridding kernels
-    follow ducc0.wgridder, whose w term has the opposite sign. Verified by imaging a
-    DFT-predicted off-centre source with a large w term (tests/stages/test_gridding.py).
+
+def _gridder_uvw(uvw):
+    """UVW of the data model in the kernels' (ducc0's) convention: u and v negated.
+
+    The data model is the Measurement Set's, ``V = sum B exp(+2 pi i (u l + v m +
+    w (n - 1)))`` with ``uvw = X(antenna1) - X(antenna2)`` (:mod:`daskcal.data.model`, the
+    DFT kernel, the simulator; checked against CASA's own prediction); the gridding
+    kernels compute ``sum I exp(-2 pi i (u l + v m - w (n - 1)))``, so ``(-u, -v, w)``
+    goes in. Verified by imaging a DFT-predicted off-centre source with a large w term
+    (tests/stages/test_gridding.py) and by WSClean and CASA imaging our Measurement Sets
+    (bench/imaging.py).
     """
-    flip = np.array([1.0, 1.0, -1.0])
-    return uvw * flip if isinstance(uvw, da.Array) else np.asarray(uvw) * flip
+    return uvw * GRIDDER_UVW_SIGN if isinstance(uvw, da.Array) \
+        else np.asarray(uvw) * GRIDDER_UVW_SIGN
 
 
 def _w_bound(vis_xds: xr.Dataset, max_w_m):

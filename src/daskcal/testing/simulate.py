@@ -523,7 +523,7 @@ def simulate_observation(
         "type": "simulation_truth", "simulation_config": config_json,
         "partition": f"{cfg.name}_0",
         "uvw_convention": "J2000, X(antenna1) - X(antenna2)",
-        "phase_convention": "exp(-2 pi i (u l + v m + w (n - 1)) f / c)"}))
+        "phase_convention": "exp(+2 pi i (u l + v m + w (n - 1)) f / c)"}))
     for key, node in truth_nodes.items():
         truth[key] = xr.DataTree(dataset=node)
     return obs, truth

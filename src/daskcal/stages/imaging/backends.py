@@ -1,8 +1,8 @@
 """Dask backend of the major cycle: lazy weighting, gridding and degridding over chunks.
 
 Gridding and degridding are those of :mod:`daskcal.stages.gridding` (a tree reduction of
-partial uv grids, one FFT set; degridding per chunk). ``w`` is negated on the way in (the
-gridder's convention, see :class:`~daskcal.stages.imaging.major.NumpyBackend`), and the
+partial uv grids, one FFT set; degridding per chunk). ``u`` and ``v`` are negated on the way in
+(the gridder's convention, see :class:`~daskcal.stages.imaging.major.NumpyBackend`), and the
 plan uses ``divide_by_n=False`` (model pixels in Jy/pixel). Imaging weights are lazy too:
 the uv density is a sum of per-chunk densities; each chunk is then weighted with it.
 """
@@ -18,6 +18,7 @@ import numpy as np
 from daskcal.kernels import weighting as _w
 from daskcal.kernels.gridding import make_plan
 from daskcal.stages import gridding as _g
+from daskcal.stages.gridding import GRIDDER_UVW_SIGN
 
 C_M_S = 299_792_458.0
 
@@ -108,7 +109,7 @@ class DaskBackend:
     plan_psf: Any = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.uvw = self.uvw * np.array([1.0, 1.0, -1.0])
+        self.uvw = self.uvw * GRIDDER_UVW_SIGN
         f_max = float(np.max(np.asarray(self.freq)))
         kw = dict(w_min=0.0, w_max=self.max_w_m * f_max / C_M_S,
                   n_vis=int(np.prod(self.vis.shape)), method=self.method, divide_by_n=False)

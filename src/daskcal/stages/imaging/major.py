@@ -30,6 +30,7 @@ import numpy as np
 from daskcal.kernels.deconvolution import MultiscaleCleaner, clark_clean, hogbom_clean
 from daskcal.kernels.deconvolution._common import PsfConvolver, max_sidelobe
 from daskcal.kernels.gridding import dirty_image, make_plan, predict_vis, w_range
+from daskcal.stages.gridding import GRIDDER_UVW_SIGN
 from daskcal.stages.imaging.masks import robust_rms
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class NumpyBackend:
     Notes
     -----
     The gridder's convention is ``V = sum I exp(-2 pi i (u l + v m - w (n - 1)) f/c)``
-    while our data follow ``... + w (n - 1)``: ``w`` is negated on the way in. The
+    while our data follow the Measurement Set's ``exp(+2 pi i (u l + v m + w (n - 1)) f/c)``:
+    ``u`` and ``v`` are negated on the way in. The
     gridder is used with ``divide_by_n=False`` so that model pixels are Jy per pixel
     (``V = sum_pix S_pix exp(...)``, the RIME with pixel fluxes).
     """
@@ -80,7 +82,7 @@ class NumpyBackend:
     plan_psf: Any = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.uvw_m = np.asarray(self.uvw_m, dtype=np.float64) * np.array([1.0, 1.0, -1.0])
+        self.uvw_m = np.asarray(self.uvw_m, dtype=np.float64) * GRIDDER_UVW_SIGN
         self.weight = np.asarray(self.weight, dtype=np.float64)
         self.vis = np.asarray(self.vis, dtype=np.complex128)
         lo, hi = w_range(self.uvw_m, self.freq_hz, None, self.weight)

@@ -39,11 +39,11 @@ from daskcal.data.model import ANTENNA_NODE, field_xds_of, quantity_value
 from daskcal.kernels import weighting as _w
 from daskcal.kernels.deconvolution import fit_beam, hogbom_clean, restore
 from daskcal.kernels.gridding import dirty_image, make_plan
+from daskcal.stages.gridding import GRIDDER_UVW_SIGN
 from daskcal.stages.imaging.masks import robust_rms
 from daskcal.stages.imaging.stage import select_product
 
 C_M_S = 299_792_458.0
-_FLIP_W = np.array([1.0, 1.0, -1.0])
 #: Scalars of the metadata plane (row 0 of the last plane of each block's stack).
 _META = ("BEAM_MAJOR", "BEAM_MINOR", "BEAM_PA", "SUM_WEIGHTS", "N_VIS", "N_ITER")
 
@@ -141,7 +141,7 @@ def snapshot_block(uvw, freq, vis, weight, flag, *, plan, plan_psf, cfg: Snapsho
     meta[3], meta[4], meta[5] = sw, float(np.count_nonzero(iw)), 0.0
     if not sw > 0:
         return out
-    uf = u * _FLIP_W
+    uf = u * GRIDDER_UVW_SIGN
     vv = np.where(iw > 0, v, 0).astype(np.complex128)
     dirty = dirty_image(uf, freq, vv, iw, plan=plan) / sw
     out[0, 0, 0] = dirty
