@@ -118,8 +118,10 @@ def step_fingerprint(stage: str, kind: str, config: Mapping[str, Any],
 def peak_memory(client: Any | None) -> dict[str, int]:
     """Peak resident memory of each worker process (bytes), or of this process.
 
-    With a distributed client: ``ru_maxrss`` of every worker process (peak since the
-    worker started). Without: this process's own.
+    With a distributed client: the high-water mark of every worker process (``VmHWM``
+    of ``/proc/self/status``: the peak of that process alone; ``ru_maxrss`` is not,
+    Linux carries it over from the process that forked the worker, so a worker started
+    by a 1 GB driver would report 1 GB). Without: this process's own.
     """
     if client is None:
         return {"driver": _max_rss()}
@@ -130,6 +132,14 @@ def peak_memory(client: Any | None) -> dict[str, int]:
 
 
 def _max_rss() -> int:
+    """This process's peak resident memory, bytes (``VmHWM``; ``ru_maxrss`` elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
     import sys
 

@@ -199,7 +199,7 @@ def _execute(writes: list[Any], client: Any | None, progress: bool,
     if progress:
         from distributed import progress as show_progress
 
-        show_progress(futures)
+        show_progress(futures, notebook=False)  # a text bar: Jupyter shows it too
     results = client.gather(futures)
     return results[-1] if extra is not None else None
 
