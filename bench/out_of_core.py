@@ -197,24 +197,11 @@ def worker_rss() -> int:
 
 
 def worker_peak_rss() -> int:
-    """Peak resident memory of this process since it started, bytes (run on the workers).
+    """Peak resident memory of this process since it started, bytes (run on the workers):
+    :func:`daskcal.pipeline.provenance.process_peak_rss` (``VmHWM`` on Linux)."""
+    from daskcal.pipeline.provenance import process_peak_rss
 
-    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of the process's own
-    address space. Not ``ru_maxrss``: Linux carries that over ``execve`` from the
-    process that spawned the worker, so a worker started by a 1.2 GB driver reports
-    1.2 GB (measured) whatever it uses itself. Elsewhere ``ru_maxrss``.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+    return process_peak_rss()
 
 
 def worker_spilled(dask_worker: Any) -> int:

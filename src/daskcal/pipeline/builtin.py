@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal import DaskcalError
 from daskcal.data.model import ANTENNA_NODE, field_xds_of
+from daskcal.pipeline.imagestep import partition_field
 from daskcal.pipeline.imagingsteps import CUBE, FACET_IMAGE, FACET_SOLVE, IMAGE, SNAPSHOTS
 from daskcal.pipeline.registry import ConfigRule, StageContext, StageSpec
 from daskcal.stages.apply import ApplyConfig, apply
@@ -157,14 +158,6 @@ def _predict_image(xds: xr.Dataset, image_xds: xr.Dataset, config: PredictImageC
                          data_group=config.data_group)
 
 
-def _field_name(node: xr.DataTree) -> str | None:
-    try:
-        names = np.asarray(field_xds_of(node)["field_name"].values).ravel()
-    except KeyError:
-        return None
-    return str(names[0]) if names.size else None
-
-
 def _h5parm(gains: xr.Dataset, config: H5parmConfig, context: StageContext) -> list[Path]:
     """Write the partition's gains as an H5parm into ``context.output_dir`` (atomically)."""
     from daskcal.data.h5parm import write_h5parm
@@ -183,7 +176,7 @@ def _h5parm(gains: xr.Dataset, config: H5parmConfig, context: StageContext) -> l
     tmp = path.with_name(f".{path.name}.partial")
     tmp.unlink(missing_ok=True)
     write_h5parm(gains, tmp, solset=config.solset, antenna_xds=ant, direction_rad=direction,
-                 direction_name=config.direction_name or _field_name(context.node)
+                 direction_name=config.direction_name or partition_field(context.node)
                  or "pointing")
     os.replace(tmp, path)
     return [path]

@@ -124,14 +124,14 @@ def peak_memory(client: Any | None) -> dict[str, int]:
     by a 1 GB driver would report 1 GB). Without: this process's own.
     """
     if client is None:
-        return {"driver": _max_rss()}
+        return {"driver": process_peak_rss()}
     try:
-        return {str(k): int(v) for k, v in client.run(_max_rss).items()}
+        return {str(k): int(v) for k, v in client.run(process_peak_rss).items()}
     except Exception:  # workers gone or not supported: provenance must not fail the run
         return {}
 
 
-def _max_rss() -> int:
+def process_peak_rss() -> int:
     """This process's peak resident memory, bytes (``VmHWM``; ``ru_maxrss`` elsewhere)."""
     try:
         with open("/proc/self/status") as f:
@@ -165,5 +165,5 @@ def write_provenance(path: str | os.PathLike, record: Mapping[str, Any]) -> None
 
 
 __all__ = ["PROVENANCE_FORMAT", "VERSIONED_PACKAGES", "canonical_hash", "now_iso",
-           "package_versions", "path_fingerprint", "peak_memory", "read_provenance",
-           "step_fingerprint", "write_provenance"]
+           "package_versions", "path_fingerprint", "peak_memory", "process_peak_rss",
+           "read_provenance", "step_fingerprint", "write_provenance"]
