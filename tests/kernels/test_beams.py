@@ -331,7 +331,10 @@ def test_station_array_factor_matches_everybeam(tmp_path):
                    mjd_s=(1710961200.0 / 86400 + 40587.0) * 86400)
     proc = subprocess.run([sys.executable, "-c", _EVERYBEAM_SCRIPT], input=json.dumps(payload),
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CASARCFILES": str(rc)}, check=False)
+                          env={**os.environ, "CASARCFILES": str(rc),
+                               # the wheel's compiled-in data path is its build directory
+                               "EVERYBEAM_DATADIR": str(Path(sys.prefix) / "share" /
+                                                        "everybeam")}, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     theirs = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
     theirs = theirs[:, 0] + 1j * theirs[:, 1]
