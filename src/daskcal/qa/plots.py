@@ -8,6 +8,7 @@ writes one PNG and returns its path.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format=fmt)
+    with warnings.catch_warnings():
+        # many panels (a gains plot of many directions) can leave constrained layout no
+        # room: the figure is still right, only less tidy
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        fig.savefig(tmp, format=fmt)
     os.replace(tmp, path)
     return path
 
