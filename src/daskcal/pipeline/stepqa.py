@@ -188,10 +188,15 @@ def run_qa_summary(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 def build_run_weblog(run_dir: Path, echo: Callable[[str], None]) -> str | None:
     """Build ``RUN_DIR/weblog`` (None and a logged warning if that fails)."""
+    import warnings
+
     try:
         from daskcal.qa.weblog import build_weblog
 
-        index = build_weblog(run_dir)
+        with warnings.catch_warnings():
+            # matplotlib's layout and legend advice is not a reason to lose the weblog
+            warnings.filterwarnings("ignore", category=UserWarning)
+            index = build_weblog(run_dir)
     except Exception as exc:  # the weblog must not fail a finished run
         log.warning("weblog not built (%s: %s)", type(exc).__name__, exc)
         return None
