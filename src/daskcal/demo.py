@@ -49,7 +49,7 @@ _COMMON: dict[str, Any] = {
 N_BRIGHTEST = 10
 
 
-def demo_configs(output: Path) -> tuple[dict, dict]:
+def demo_configs() -> tuple[dict, dict]:
     """Simulation configs of the calibrator and target observations."""
     cal = {**_COMMON, "name": "calibrator", "field_name": "3C196", "ra_deg": 123.40,
            "dec_deg": 48.22,
@@ -174,7 +174,7 @@ def run_demo(output: str | Path = "daskcal-demo", *, site: str = "local",
     data = output / "data"
     data.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cal_cfg, target_cfg = demo_configs(output)
+    cal_cfg, target_cfg = demo_configs()
     obs = {}
     for cfg in (cal_cfg, target_cfg):
         path = data / f"{cfg['name']}.zarr"

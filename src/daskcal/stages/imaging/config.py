@@ -8,7 +8,30 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class ImageConfig(BaseModel):
+class ImageGrid(BaseModel):
+    """A square image grid: ``npix`` and exactly one of ``cell_arcsec`` and ``fov_deg``.
+
+    Subclasses declare the three fields (with their own defaults and descriptions); this
+    base checks them (a subclass may override ``_cell``) and derives the pixel size.
+    """
+
+    @model_validator(mode="after")
+    def _cell(self):
+        if self.npix % 2:
+            raise ValueError("npix must be even")
+        if (self.cell_arcsec is None) == (self.fov_deg is None):
+            raise ValueError("give exactly one of cell_arcsec and fov_deg")
+        return self
+
+    @property
+    def cell_rad(self) -> float:
+        """Pixel size, radians."""
+        if self.cell_arcsec is not None:
+            return math.radians(self.cell_arcsec / 3600.0)
+        return math.radians(self.fov_deg) / self.npix
+
+
+class ImageConfig(ImageGrid):
     """Imaging, weighting, CLEAN and product settings of the ``image`` stage."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,21 +91,10 @@ class ImageConfig(BaseModel):
                                    "60\")' (ds9-like; degrees, sizes with \", ' or d).")
 
     @model_validator(mode="after")
-    def _cell(self):
-        if self.npix % 2:
-            raise ValueError("npix must be even")
-        if (self.cell_arcsec is None) == (self.fov_deg is None):
-            raise ValueError("give exactly one of cell_arcsec and fov_deg")
+    def _taper(self):
         if self.taper_arcsec is not None and self.taper_lambda is not None:
             raise ValueError("give at most one of taper_arcsec and taper_lambda")
         return self
 
-    @property
-    def cell_rad(self) -> float:
-        """Pixel size, radians."""
-        if self.cell_arcsec is not None:
-            return math.radians(self.cell_arcsec / 3600.0)
-        return math.radians(self.fov_deg) / self.npix
 
-
-__all__ = ["ImageConfig"]
+__all__ = ["ImageConfig", "ImageGrid"]

@@ -102,8 +102,6 @@ class FacetImageConfig(ImageConfig):
             raise ValueError("npix must be even")
         if self.cell_arcsec is None or self.fov_deg is not None:
             raise ValueError("give cell_arcsec (not fov_deg): a facet's field is its polygon")
-        if self.taper_arcsec is not None and self.taper_lambda is not None:
-            raise ValueError("give at most one of taper_arcsec and taper_lambda")
         return self
 
     def image_config(self, npix: int) -> ImageConfig:

@@ -33,13 +33,14 @@ from typing import Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from daskcal.data.model import ANTENNA_NODE, field_xds_of, quantity_value
 from daskcal.kernels import weighting as _w
 from daskcal.kernels.deconvolution import fit_beam, hogbom_clean, restore
 from daskcal.kernels.gridding import dirty_image, make_plan
 from daskcal.stages.gridding import GRIDDER_UVW_SIGN
+from daskcal.stages.imaging.config import ImageGrid
 from daskcal.stages.imaging.masks import robust_rms
 from daskcal.stages.imaging.stage import select_product
 
@@ -48,7 +49,7 @@ C_M_S = 299_792_458.0
 _META = ("BEAM_MAJOR", "BEAM_MINOR", "BEAM_PA", "SUM_WEIGHTS", "N_VIS", "N_ITER")
 
 
-class SnapshotConfig(BaseModel):
+class SnapshotConfig(ImageGrid):
     """Settings of :func:`snapshot_images`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,21 +79,6 @@ class SnapshotConfig(BaseModel):
     auto_threshold: float | None = Field(3.0, gt=0, description="Also stop at this many "
                                          "times the snapshot's robust rms; none to disable.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Image data type.")
-
-    @model_validator(mode="after")
-    def _cell(self):
-        if self.npix % 2:
-            raise ValueError("npix must be even")
-        if (self.cell_arcsec is None) == (self.fov_deg is None):
-            raise ValueError("give exactly one of cell_arcsec and fov_deg")
-        return self
-
-    @property
-    def cell_rad(self) -> float:
-        """Pixel size, radians."""
-        if self.cell_arcsec is not None:
-            return math.radians(self.cell_arcsec / 3600.0)
-        return math.radians(self.fov_deg) / self.npix
 
     @property
     def products(self) -> tuple[str, ...]:
