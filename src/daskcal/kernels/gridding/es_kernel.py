@@ -23,7 +23,8 @@ worst case over the image of the alias sum relative to the signal::
 (a bound for a single point source or a single visibility, attained in practice; see
 :mod:`.plan` for how the dimensions combine). For every support ``W`` and oversampling
 ``sigma`` the shape parameter ``beta`` is chosen to minimise ``e_1d`` (a scan then a
-golden-section refinement); results are cached per process.
+golden-section refinement); the kernels the planner uses are tabulated ahead of time
+(:func:`make_es_kernel`).
 
 Evaluation. Inside the gridding loops the kernel is never evaluated with ``exp`` and
 ``sqrt``: for each of the ``W`` taps it is a polynomial of degree ``D`` in the fractional
@@ -285,6 +286,37 @@ def kernel_taps(coeffs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def make_es_kernel(support: int, sigma: float) -> ESKernel:
+    """The piecewise-polynomial ES kernel of a support for an oversampling factor.
+
+    The kernels the planner considers (every support in :data:`SUPPORTS` for its
+    oversampling factors) are designed once, ahead of time: their ``beta``, polynomial
+    degree and alias error are tabulated in :mod:`._es_table` (regenerated with
+    ``python -m daskcal.kernels.gridding.es_table``; a test redesigns a sample and
+    compares), so a new process only fits the tap polynomials (milliseconds) instead of
+    searching ``beta`` (~20 ms per kernel, ~3 s per imaging plan). Other factors are
+    designed on the spot by :func:`design_es_kernel`.
+
+    Parameters
+    ----------
+    support : int
+        ``W`` in 2 .. 16 cells.
+    sigma : float
+        Grid oversampling factor, > 1.
+
+    Returns
+    -------
+    ESKernel
+    """
+    from daskcal.kernels.gridding._es_table import ES_TABLE
+
+    entry = ES_TABLE.get((int(support), round(float(sigma), 6)))
+    if entry is None:
+        return design_es_kernel(support, sigma)
+    beta, degree, error = entry
+    return ESKernel(int(support), beta, float(sigma), error, fit_taps(int(support), beta, degree))
+
+
+def design_es_kernel(support: int, sigma: float) -> ESKernel:
     """Design the piecewise-polynomial ES kernel of a support for an oversampling factor.
 
     ``beta`` from :func:`optimal_beta`; the polynomial degree is the smallest in
@@ -321,6 +353,6 @@ def make_es_kernel(support: int, sigma: float) -> ESKernel:
 
 
 __all__ = [
-    "SUPPORTS", "ESKernel", "alias_error", "es_fourier", "es_kernel", "fit_taps",
-    "kernel_taps", "make_es_kernel", "optimal_beta", "pp_fourier", "tap_offsets",
+    "SUPPORTS", "ESKernel", "alias_error", "design_es_kernel", "es_fourier", "es_kernel",
+    "fit_taps", "kernel_taps", "make_es_kernel", "optimal_beta", "pp_fourier", "tap_offsets",
 ]

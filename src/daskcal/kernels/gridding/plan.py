@@ -46,6 +46,8 @@ METHODS = ("wstack", "wproject")
 #: Oversampling factors (grid size / image size) considered by the planner.
 SIGMAS_WSTACK = (1.2, 1.3, 1.4, 1.5, 1.6, 1.75, 2.0, 2.3)
 SIGMAS_WPROJECT = (1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0)
+#: W-stacking's w kernel may oversample more than the uv kernel, by these factors.
+W_KERNEL_SIGMA_FACTORS = (1.0, 1.5, 2.0)
 #: Unit roundoff of float32 and float64.
 _U32, _U64 = 6e-8, 1.1e-16
 #: Rounding error per unit roundoff and dynamic range, per single-precision stage.
@@ -361,8 +363,7 @@ def _plan_wstack(base, nu, nv, sig, budget, n_vis, nm1_min, nm1_max):
     for support in range(k_min.support, min(k_min.support + 3, SUPPORTS[-1] + 1)):
         k = make_es_kernel(support, sig)
         # the w kernel may use a smaller support with a higher oversampling (more planes)
-        for sig_w in (sig, 1.5 * sig, 2.0 * sig):
-            sig_w = round(sig_w, 3)
+        for sig_w in (round(f * sig, 3) for f in W_KERNEL_SIGMA_FACTORS):
             kw = _smallest_support(sig_w, budget - 2.0 * k.error)
             if kw is None or kw.support > support:
                 continue
