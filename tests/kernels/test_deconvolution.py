@@ -94,6 +94,63 @@ def test_clark_agrees_with_hogbom():
     np.testing.assert_allclose(rc, dirty - _dirty(mc, psf), atol=1e-10)
 
 
+def _clark_ref(res, psf, gain, thr, niter, max_active, min_active=0):
+    """Clark cycles, slowly: Hogbom with the full PSF on the (at most ``max_active``
+    brightest) pixels above ``thr``, then the exact subtraction of the components."""
+    res, model, done, cycles = res.copy(), np.zeros_like(res), 0, 0
+    while done < niter and np.abs(res).max() > thr:
+        act = np.argwhere(np.abs(res) > thr)
+        if cycles and len(act) < min_active:
+            break
+        lim = thr
+        if len(act) > max_active:
+            a = np.abs(res[tuple(act.T)])
+            act = act[np.sort(np.argsort(a)[-max_active:])]
+            lim = max(thr, np.abs(res[tuple(act.T)]).min())
+        vals, comp, n = res[tuple(act.T)].copy(), np.zeros_like(res), 0
+        while n < niter - done:
+            k = int(np.argmax(np.abs(vals)))
+            if abs(vals[k]) <= lim:
+                break
+            amp = gain * vals[k]
+            i0, j0 = act[k]
+            comp[i0, j0] += amp
+            vals -= amp * psf[N + act[:, 0] - i0, N + act[:, 1] - j0]
+            n += 1
+        if n == 0:
+            break
+        done, cycles, model = done + n, cycles + 1, model + comp
+        res -= _dirty(comp, psf)
+    return model, res, done, cycles
+
+
+@pytest.mark.parametrize("min_active", [0, 200])
+def test_clark_equals_slow_reference(min_active):
+    psf = _psf()
+    dirty = _dirty(_sky(), psf)
+    kw = dict(gain=0.1, threshold=2e-3, niter=3000, max_active=400)
+    m, r, n = clark_clean(dirty, psf, min_active=min_active, **kw)
+    rm, rr, rn, cycles = _clark_ref(dirty, psf, 0.1, 2e-3, 3000, 400, min_active)
+    assert n == rn
+    np.testing.assert_allclose(m, rm, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r, rr, rtol=0, atol=1e-12)
+    if min_active:  # the tail was left: fewer cycles, the peak still above the threshold
+        full = _clark_ref(dirty, psf, 0.1, 2e-3, 3000, 400)
+        assert cycles < full[3] and np.abs(r).max() > 2e-3
+    else:
+        assert cycles > 2 and np.abs(r).max() <= 2e-3
+
+
+def test_clark_patch_still_cleans():
+    psf = _psf()
+    sky = _sky()
+    m, r, _ = clark_clean(_dirty(sky, psf), psf, gain=0.1, threshold=1e-4, niter=5000,
+                          patch_half_width=12)
+    assert np.abs(r).max() <= 2e-3
+    for i, j in zip(*np.nonzero(sky), strict=True):
+        assert m[i - 2:i + 3, j - 2:j + 3].sum() == pytest.approx(sky[i, j], abs=5e-3)
+
+
 @pytest.mark.parametrize("algo", [hogbom_clean, clark_clean, multiscale_clean])
 def test_mask_honoured(algo):
     psf = _psf()

@@ -1,12 +1,25 @@
-"""Clark CLEAN minor cycle (Clark 1980).
+"""Clark CLEAN minor cycle (Clark 1980), with the full PSF on the active pixels.
 
 Each Clark cycle (1) selects the *active* pixels, those inside the mask whose
-``|residual|`` exceeds ``max(threshold, sidelobe x peak)`` where ``sidelobe`` is the
-largest ``|PSF|`` outside a central patch; (2) runs a Hogbom loop on the active pixels
-only, subtracting the PSF *patch* (``2 patch_half_width + 1`` pixels square) -- cheap,
-because the list is short; (3) subtracts the cycle's components from the whole residual
-exactly, by one FFT convolution with the full PSF. Cycles repeat until the threshold or
-the iteration limit is reached. See :mod:`._common` for the image and PSF layout.
+``|residual|`` exceeds ``max(threshold, sidelobe x peak)`` (at most ``max_active``, the
+brightest); (2) runs a Hogbom loop on the active pixels only -- cheap, because the list
+is short; (3) subtracts the cycle's components from the whole residual exactly, by one
+FFT convolution with the full PSF. Cycles repeat until the threshold or the iteration
+limit is reached.
+
+By default the Hogbom loop subtracts the *full* PSF from the active pixels (``sidelobe``
+is then 0): their values stay exact, and the loop is Hogbom restricted to the active set,
+which converges because a PSF is a positive semi-definite kernel and so is its restriction.
+Clark's original *patch* (``patch_half_width``: the PSF truncated to a square about its
+peak, with ``sidelobe`` the largest ``|PSF|`` outside it) saves the far updates, but a
+truncated PSF is no longer positive semi-definite: with strong far sidelobes (LOFAR) the
+loop can then run away (seen with a 100-pixel patch on a 1500^2 LOFAR image).
+
+Each cycle costs one FFT pair of twice the image size. ``min_active`` stops the cycles
+once only a few pixels remain above the limit (after the first cycle): inside a major
+cycle, whose residual is recomputed from the visibilities anyway, a tail of tiny cycles
+(tens of pixels each, one FFT pair each) costs more than it cleans; the next major cycle
+picks those pixels up. See :mod:`._common` for the image and PSF layout.
 """
 
 from __future__ import annotations
@@ -19,29 +32,38 @@ from daskcal.kernels.deconvolution._common import PsfConvolver, check_inputs, ma
 
 @njit
 def _clark_minor(ii, jj, vals, psf, nx, ny, hw, gain, limit, niter, comp):
-    """Hogbom loop on the active list ``(ii, jj, vals)``; components into ``comp``."""
+    """Hogbom loop on the active list ``(ii, jj, vals)``; components into ``comp``.
+
+    One pass per iteration: the PSF subtraction (within ``hw`` of the component) and the
+    search for the next peak are fused. Returns the number of iterations.
+    """
     n = ii.size
+    best, k = -1.0, -1
+    for q in range(n):
+        a = abs(vals[q])
+        if a > best:
+            best, k = a, q
     for it in range(niter):
-        best, k = -1.0, -1
-        for q in range(n):
-            a = abs(vals[q])
-            if a > best:
-                best, k = a, q
         if k < 0 or best <= limit:
             return it
         amp = gain * vals[k]
         i0, j0 = ii[k], jj[k]
         comp[i0, j0] += amp
+        best, k = -1.0, -1
         for q in range(n):
             di, dj = ii[q] - i0, jj[q] - j0
             if -hw <= di <= hw and -hw <= dj <= hw:
                 vals[q] -= amp * psf[nx + di, ny + dj]
+            a = abs(vals[q])
+            if a > best:
+                best, k = a, q
     return niter
 
 
 def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
                 niter: int = 1000, mask=None, patch_half_width: int | None = None,
-                max_active: int = 100_000, convolver: PsfConvolver | None = None,
+                max_active: int = 100_000, min_active: int = 0,
+                convolver: PsfConvolver | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Clark minor cycles with exact Fourier-domain subtraction.
 
@@ -59,30 +81,35 @@ def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
         Largest total number of components.
     mask : ndarray of bool, shape (nx, ny), optional
     patch_half_width : int, optional
-        Half width of the PSF patch, pixels (default ``min(nx, ny) // 4``, at least 4).
+        Truncate the PSF of the Hogbom loop to ``2 patch_half_width + 1`` pixels square
+        (Clark's patch; see the module notes). Default: the full PSF.
     max_active : int
         Largest number of active pixels per Clark cycle (the brightest are kept).
+    min_active : int
+        Stop, after the first cycle, when fewer pixels than this are above the cycle's
+        limit (0: clean down to ``threshold``).
     convolver : PsfConvolver, optional
         A convolver of this PSF to reuse across calls.
 
     Returns
     -------
     model, residual, n_iter
-        As :func:`~daskcal.kernels.deconvolution.hogbom.hogbom_clean`.
+        As :func:`~daskcal.kernels.deconvolution.hogbom.hogbom_clean`; the residual is
+        exact (``dirty - PSF * model``) whatever stopped the cycles.
     """
     if not 0.0 < gain <= 1.0:
         raise ValueError(f"gain must lie in (0, 1], got {gain}")
-    if niter < 0 or threshold < 0:
-        raise ValueError("niter and threshold must be non-negative")
+    if niter < 0 or threshold < 0 or min_active < 0:
+        raise ValueError("niter, threshold and min_active must be non-negative")
     res, p, m = check_inputs(residual, psf, mask)
     res = res.copy()
     nx, ny = res.shape
-    hw = max(4, min(nx, ny) // 4) if patch_half_width is None else int(patch_half_width)
-    hw = min(hw, nx - 1, ny - 1)
-    sidelobe = max_sidelobe(p, hw)
+    full = max(nx, ny) - 1
+    hw = full if patch_half_width is None else min(int(patch_half_width), full)
+    sidelobe = max_sidelobe(p, hw) if hw < full else 0.0
     conv = convolver if convolver is not None else PsfConvolver(p)
     model = np.zeros_like(res)
-    done = 0
+    done = cycles = 0
     while done < niter:
         absr = np.where(m, np.abs(res), 0.0)
         peak = absr.max()
@@ -92,9 +119,11 @@ def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
         ii, jj = np.nonzero(absr > limit)
         if ii.size == 0:  # pragma: no cover - the peak itself is above the limit
             break
+        if cycles and ii.size < min_active:
+            break
         if ii.size > max_active:
             keep = np.argsort(absr[ii, jj])[-max_active:]
-            ii, jj = ii[keep], jj[keep]
+            ii, jj = ii[np.sort(keep)], jj[np.sort(keep)]  # row order: PSF rows in sequence
             limit = max(limit, float(absr[ii, jj].min()))
         vals = res[ii, jj].copy()
         comp = np.zeros_like(res)
@@ -103,6 +132,7 @@ def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
         if n == 0:
             break
         done += n
+        cycles += 1
         model += comp
         res -= conv(comp)
     return model, res, int(done)

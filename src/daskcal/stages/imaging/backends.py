@@ -115,8 +115,8 @@ class DaskBackend:
                   n_vis=int(np.prod(self.vis.shape)), method=self.method, divide_by_n=False)
         self.plan = make_plan(self.npix, self.npix, self.cell_rad, self.cell_rad, self.epsilon,
                               **kw)
-        self.plan_psf = make_plan(2 * self.npix, 2 * self.npix, self.cell_rad, self.cell_rad,
-                                  self.epsilon, **kw)
+        self.plan_psf = _g.psf_plan(self.npix, self.cell_rad, self.epsilon, n_vis=kw["n_vis"],
+                                    method=self.method)
         self.used = (self.weight > 0).astype(np.float64)
         if self.reduce == "auto":
             self.reduce = "image" if self.vis.npartitions <= 2 else "grid"

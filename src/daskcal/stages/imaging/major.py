@@ -30,10 +30,13 @@ import numpy as np
 from daskcal.kernels.deconvolution import MultiscaleCleaner, clark_clean, hogbom_clean
 from daskcal.kernels.deconvolution._common import PsfConvolver, max_sidelobe
 from daskcal.kernels.gridding import dirty_image, make_plan, predict_vis, w_range
-from daskcal.stages.gridding import GRIDDER_UVW_SIGN
+from daskcal.stages.gridding import GRIDDER_UVW_SIGN, psf_plan
 from daskcal.stages.imaging.masks import robust_rms
 
 log = logging.getLogger(__name__)
+
+#: Smallest number of active pixels worth another Clark cycle inside a major cycle.
+CLARK_MIN_ACTIVE = 500
 
 
 def materialise(x) -> np.ndarray:
@@ -90,8 +93,8 @@ class NumpyBackend:
                   divide_by_n=False)
         self.plan = make_plan(self.npix, self.npix, self.cell_rad, self.cell_rad,
                               self.epsilon, **kw)
-        self.plan_psf = make_plan(2 * self.npix, 2 * self.npix, self.cell_rad, self.cell_rad,
-                                  self.epsilon, **kw)
+        self.plan_psf = psf_plan(self.npix, self.cell_rad, self.epsilon, n_vis=self.vis.size,
+                                 method=self.method)
 
     @property
     def data(self):
@@ -132,8 +135,11 @@ def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask):
         return hogbom_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
                             mask=mask)
     if cfg.deconvolver == "clark":
+        # a Clark cycle costs an FFT pair of (2 npix)^2: leave a tail of fewer active
+        # pixels than ~1e-3 of the image to the next major cycle (clark_clean's notes)
         return clark_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
-                           mask=mask, convolver=conv)
+                           mask=mask, convolver=conv,
+                           min_active=max(CLARK_MIN_ACTIVE, residual.size // 1000))
     return cleaner.clean(residual, gain=cfg.gain, threshold=limit, niter=niter, mask=mask)
 
 

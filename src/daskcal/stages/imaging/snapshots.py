@@ -200,6 +200,7 @@ def snapshot_images(node: xr.DataTree, config: SnapshotConfig | dict) -> xr.Data
     kw = dict(w_min=0.0, w_max=w_max, n_vis=n_per * vis.shape[1] * n_sub_ch,
               method=cfg.method, divide_by_n=False)
     plan = make_plan(npix, npix, cell, cell, cfg.epsilon, **kw)
+    # with the w term: the minor cycle is the only CLEAN here (no major cycle corrects it)
     plan_psf = (make_plan(2 * npix, 2 * npix, cell, cell, cfg.epsilon, **kw)
                 if cfg.niter > 0 else None)
     prods = cfg.products
