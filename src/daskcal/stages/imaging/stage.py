@@ -126,7 +126,8 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
         (axis 0 ``l`` east, axis 1 ``m`` north), ``PSF`` (peak 1, dims ``(l_psf, m_psf)``,
         twice the size); attrs ``bmaj_rad, bmin_rad, bpa_rad`` (fitted restoring beam),
         ``phase_centre_rad``, ``cell_rad``, ``ref_freq_hz``, ``n_iter``, ``n_major``,
-        ``threshold_jy``, ``history``, ``sum_weights`` (the PSF peak),
+        ``threshold_jy``, ``history``, ``stop_reason`` (why CLEAN stopped), ``sum_weights``
+        (the PSF peak),
         ``theoretical_noise_jy`` (``sqrt(sum w_img^2 / w) / sum w_img``, Jy/beam: the thermal
         noise of the dirty and residual images when ``WEIGHT = 1 / sigma^2``) and ``n_vis``
         (samples imaged).
@@ -201,7 +202,8 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
                "n_iter": res.n_iter, "n_major": res.n_major, "threshold_jy": res.threshold,
                "sum_weights": float(norm), "correlation": cfg.correlation,
                "theoretical_noise_jy": noise, "n_vis": int(stats[2]),
-               "history": res.history, "config": cfg.model_dump_json()})
+               "history": res.history, "stop_reason": res.stop,
+               "config": cfg.model_dump_json()})
 
 
 __all__ = ["image", "select_product"]
