@@ -15,7 +15,9 @@ peak, with ``sidelobe`` the largest ``|PSF|`` outside it) saves the far updates,
 truncated PSF is no longer positive semi-definite: with strong far sidelobes (LOFAR) the
 loop can then run away (seen with a 100-pixel patch on a 1500^2 LOFAR image).
 
-Each cycle costs one FFT pair of twice the image size. ``min_active`` stops the cycles
+Each cycle costs one FFT pair of twice the image size, or, for a cycle of few components
+(the tail of pixels that sidelobes lifted above the limit), a direct subtraction of the
+PSF per component, whichever is cheaper. ``min_active`` stops the cycles
 once only a few pixels remain above the limit (after the first cycle): inside a major
 cycle, whose residual is recomputed from the visibilities anyway, a tail of tiny cycles
 (tens of pixels each, one FFT pair each) costs more than it cleans; the next major cycle
@@ -58,6 +60,18 @@ def _clark_minor(ii, jj, vals, psf, nx, ny, hw, gain, limit, niter, comp):
             if a > best:
                 best, k = a, q
     return niter
+
+
+@njit
+def _subtract_components(res, psf, ci, cj, amps):
+    """``res -= sum_k amps[k] psf[. - ci[k] + nx, . - cj[k] + ny]`` (exact, direct)."""
+    nx, ny = res.shape
+    for k in range(ci.size):
+        a, i0, j0 = amps[k], ci[k], cj[k]
+        for i in range(nx):
+            row = i - i0 + nx
+            for j in range(ny):
+                res[i, j] -= a * psf[row, j - j0 + ny]
 
 
 def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
@@ -110,6 +124,9 @@ def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
     conv = convolver if convolver is not None else PsfConvolver(p)
     model = np.zeros_like(res)
     done = cycles = 0
+    # an FFT pair of (2nx, 2ny) costs ~8 log2(4 nx ny) image sweeps (measured ~0.4 s vs
+    # 1.7 ms per component at 1500^2); subtract fewer components than half that directly
+    direct_max = int(4 * np.log2(4 * nx * ny))
     while done < niter:
         absr = np.where(m, np.abs(res), 0.0)
         peak = absr.max()
@@ -134,7 +151,11 @@ def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
         done += n
         cycles += 1
         model += comp
-        res -= conv(comp)
+        ci, cj = np.nonzero(comp)
+        if ci.size <= direct_max:  # a few components: cheaper than an FFT pair
+            _subtract_components(res, p, ci, cj, comp[ci, cj])
+        else:
+            res -= conv(comp)
     return model, res, int(done)
 
 

@@ -136,16 +136,17 @@ class DeconvolutionResult:
     stop: str = ""
 
 
-def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask):
+def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask, final):
     if cfg.deconvolver == "hogbom":
         return hogbom_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
                             mask=mask)
     if cfg.deconvolver == "clark":
-        # a Clark cycle costs an FFT pair of (2 npix)^2: leave a tail of fewer active
-        # pixels than ~1e-3 of the image to the next major cycle (clark_clean's notes)
+        # down to an intermediate limit, leave a long tail of pixels that sidelobes lifted
+        # (each Clark cycle up to an FFT pair of (2 npix)^2) to the next major cycle; down
+        # to the threshold itself (``final``) clean them, so that CLEAN can end there
+        tail = 0 if final else max(CLARK_MIN_ACTIVE, residual.size // 1000)
         return clark_clean(residual, psf, gain=cfg.gain, threshold=limit, niter=niter,
-                           mask=mask, convolver=conv,
-                           min_active=max(CLARK_MIN_ACTIVE, residual.size // 1000))
+                           mask=mask, convolver=conv, min_active=tail)
     return cleaner.clean(residual, gain=cfg.gain, threshold=limit, niter=niter, mask=mask)
 
 
@@ -223,16 +224,15 @@ def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any]
             break
         limit = max(threshold, (1.0 - cfg.mgain) * peak, cfg.cycle_factor * sidelobe * peak)
         comp, res_minor, n = _minor(cfg, psf_n, conv, cleaner, residual, limit,
-                                    cfg.niter - done, m)
+                                    cfg.niter - done, m, limit <= threshold)
         if n == 0:
             stop = "no component above the limit"
             break
-        # the minor cycle cleaned down to the threshold itself (up to a tail of pixels
-        # within THRESHOLD_TAIL of it that sidelobes lifted, left by Clark's
-        # min_active): the next major cycle only makes the exact residual (as WSClean),
-        # which may show peaks a few per cent above the threshold (the minor cycle's
-        # shift-invariant PSF). Cleaning those again stalls at the noise's largest peaks
-        # (seen: 13 extra major cycles of 4-30 components at 4.5 sigma over 1500^2 pixels)
+        # the minor cycle cleaned down to the threshold itself: the next major cycle
+        # only makes the exact residual (as WSClean), which may show peaks a few per cent
+        # above the threshold (the minor cycle's shift-invariant PSF). Cleaning those
+        # again stalls at the noise's largest peaks (seen: 13 extra major cycles of 4-30
+        # components at 4.5 sigma over 1500^2 pixels)
         done_to_threshold = limit <= threshold and float(
             np.abs(np.where(m, res_minor, 0.0)).max()) <= threshold * (1.0 + THRESHOLD_TAIL)
         reached = threshold if done_to_threshold else 0.0
