@@ -230,6 +230,7 @@ def run_daskcal_child(args) -> None:
     import scipy.fft
 
     from daskcal.data import open_observation
+    from daskcal.pipeline.imagingsteps import choose_backend
     from daskcal.stages.imaging import image
 
     p = json.loads(args.params)
@@ -240,17 +241,21 @@ def run_daskcal_child(args) -> None:
                threshold_jy=p["threshold_jy"], auto_threshold=None,
                deconvolver=p["deconvolver"],
                max_major=p["max_major"], epsilon=p["epsilon"])
+    # the backend a recipe's image step picks ('auto': in memory below 512 MB of data)
+    backend = choose_backend(node.to_dataset(inherit=False), p["backend"], 512.0)
     t0 = time.perf_counter()
-    # the threads serve the Dask graph (gridding) and the minor cycle's FFTs (scipy.fft)
+    # the threads serve the Dask graph (gridding) and the FFTs (scipy.fft: the minor cycle's,
+    # and the in-memory backend's gridding FFTs)
     with dask.config.set(scheduler="threads", num_workers=p["threads"]), \
             scipy.fft.set_workers(p["threads"]):
-        out = image(node, cfg, backend="dask")
+        out = image(node, cfg, backend=backend)
     t_image = time.perf_counter() - t0
     ra0, dec0 = out.attrs["phase_centre_rad"]
     for var, suffix in (("RESTORED", "image"), ("RESIDUAL", "residual"), ("MODEL", "model")):
         write_fits(out[var].values, p["name"] + f"-{suffix}.fits", math.degrees(ra0),
                    math.degrees(dec0), p["cell_arcsec"], out.attrs)
-    print("RESULT" + json.dumps({"image_s": t_image, "n_iter": out.attrs["n_iter"],
+    print("RESULT" + json.dumps({"image_s": t_image, "backend": backend,
+                                 "n_iter": out.attrs["n_iter"],
                                  "n_major": out.attrs["n_major"],
                                  "theoretical_noise_jy": out.attrs["theoretical_noise_jy"]}))
 
@@ -451,7 +456,7 @@ def report(title: str, res: dict, cell: float, truth=None) -> None:
         rr = r["rms"] / base["rms"] if base else float("nan")
         e = r["extra"]
         note = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in e.items() if k in ("image_s", "tclean_s", "n_iter",
+                         for k, v in e.items() if k in ("backend", "image_s", "tclean_s", "n_iter",
                                                         "n_major"))
         note += f", beam {r['beam'][0]:.1f}x{r['beam'][1]:.1f}\""
         print(f"{tool:<8} {r['wall']:>7.1f} {ratio:>6.2f} {r['peak']:>10.4f} {dpk:>9.3f} "
@@ -497,6 +502,8 @@ def main() -> None:
                    help="daskcal minor cycle (clark: Hogbom on the brightest pixels with "
                         "exact FFT subtraction, as WSClean's sub-minor loop)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--daskcal-backend", default="auto", choices=["auto", "dask", "numpy"],
+                   help="daskcal's image() backend (auto: as a recipe's image step picks)")
     p.add_argument("--ngc-npix", type=int, default=256)
     p.add_argument("--ngc-cell", type=float, default=8.0, help="arcsec")
     p.add_argument("--ngc-threshold", type=float, default=0.02, help="Jy")
@@ -553,7 +560,7 @@ def main() -> None:
         for weighting in args.weighting:
             par = dict(geo, weighting=weighting, robust=0.0, niter=args.niter, gain=args.gain,
                        max_major=args.max_major, epsilon=args.epsilon,
-                       deconvolver=args.daskcal_deconvolver)
+                       deconvolver=args.daskcal_deconvolver, backend=args.daskcal_backend)
             stem = str(args.workdir / f"{case}-{weighting}")
             runs = {"daskcal": run_daskcal(ms, stem + "-daskcal", par, args.threads)}
             ext_ms = ms

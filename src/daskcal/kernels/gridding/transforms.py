@@ -21,9 +21,11 @@ from daskcal.kernels._jit import njit
 
 
 def _fft_inplace(a: np.ndarray, axis: int, inverse: bool) -> None:
+    # threads: the caller's ``scipy.fft.set_workers`` (thread-local; 1 by default, so Dask
+    # task threads never oversubscribe; the in-memory imager sets it for its FFTs)
     fn = scipy.fft.ifft if inverse else scipy.fft.fft
     r = fn(a, axis=axis, norm="forward" if inverse else "backward", overwrite_x=True,
-           workers=1)
+           workers=scipy.fft.get_workers())
     if not np.may_share_memory(r, a):  # pragma: no cover - scipy always works in place here
         a[...] = r
 
