@@ -260,8 +260,19 @@ def fit_taps(support: int, beta: float, degree: int) -> np.ndarray:
     nodes = np.cos(np.pi * (np.arange(degree + 1) + 0.5) / (degree + 1))
     vals = es_kernel(tap_offsets(nodes, support), support, beta)  # (degree+1, W)
     cheb = np.polynomial.chebyshev.chebfit(nodes, vals, degree)  # (degree+1, W)
-    mono = np.stack([np.polynomial.chebyshev.cheb2poly(cheb[:, j]) for j in range(support)], 1)
+    mono = _cheb_to_mono(degree) @ cheb  # lowest power first
     return mono[::-1].copy()
+
+
+@lru_cache(maxsize=32)
+def _cheb_to_mono(degree: int) -> np.ndarray:
+    """Matrix taking Chebyshev coefficients to monomial ones (both lowest first)."""
+    n = degree + 1
+    out = np.zeros((n, n))
+    for k in range(n):
+        c = np.polynomial.chebyshev.cheb2poly(np.eye(n)[k])
+        out[:c.size, k] = c
+    return out
 
 
 def kernel_taps(coeffs: np.ndarray, y: np.ndarray) -> np.ndarray:
