@@ -332,18 +332,7 @@ def design_es_kernel(support: int, sigma: float) -> ESKernel:
 
     ``beta`` from :func:`optimal_beta`; the polynomial degree is the smallest in
     ``W + 1 .. 24`` whose kernel's alias error is within 5 % of the exact ES kernel's
-    (or the best found).
-
-    Parameters
-    ----------
-    support : int
-        ``W`` in 2 .. 16 cells.
-    sigma : float
-        Grid oversampling factor, > 1.
-
-    Returns
-    -------
-    ESKernel
+    (or the best found). Parameters and result as :func:`make_es_kernel`.
     """
     if int(support) not in SUPPORTS:
         raise ValueError(f"support must be in {SUPPORTS[0]}..{SUPPORTS[-1]}, got {support}")
