@@ -165,9 +165,12 @@ def image_summary(xds: xr.Dataset, max_pix: int = 256) -> xr.Dataset:
     return xr.Dataset({"IMAGE": (("l", "m"), small)}, attrs={**keep, "variable": var})
 
 
-def image_metrics(part: str, xds: xr.Dataset) -> list:
-    """Scored metrics of one image: rms (vs the thermal noise), dynamic range, beam."""
+def image_metrics(part: str, xds: xr.Dataset, reference=None) -> list:
+    """Scored metrics of one image: rms (vs the thermal noise), dynamic range, restoring
+    beam (vs the PSF's curvature) and, with a ``reference`` sky model, the fluxes and
+    positions of its brightest sources (:mod:`daskcal.qa.sources`)."""
     from daskcal.qa.metrics import info, score_value
+    from daskcal.qa.sources import beam_metric, source_metrics
     from daskcal.stages.imaging.masks import robust_rms
 
     res = _first_plane(xds["RESIDUAL"] if "RESIDUAL" in xds else xds["DIRTY"])
@@ -200,7 +203,13 @@ def image_metrics(part: str, xds: xr.Dataset) -> list:
     if "n_iter" in xds.attrs:
         out.append(info("clean_components", xds.attrs["n_iter"],
                         f"{xds.attrs['n_iter']} components in {xds.attrs.get('n_major')} "
-                        "major cycles", partition=part))
+                        f"major cycles ({xds.attrs.get('stop_reason') or 'stopped'})",
+                        partition=part))
+    beam = beam_metric(part, xds)
+    if beam is not None:
+        out.append(beam)
+    if reference is not None and planes == 1 and "RESTORED" in xds:
+        out += source_metrics(part, xds, reference)
     return out
 
 
@@ -212,9 +221,15 @@ def image_qa(step: Step, tree: xr.DataTree, run_dir: Path, fingerprint: str,
 
     try:
         metrics, summaries = [], {}
+        ref_path = getattr(step.config, "reference_sky_model", None)
+        reference = None
+        if ref_path:
+            from daskcal.sky.catalogue import read_catalogue
+
+            reference = read_catalogue(ref_path)
         for part in image_partitions(tree):
             xds = tree[part].to_dataset(inherit=False)
-            metrics += image_metrics(part, xds)
+            metrics += image_metrics(part, xds, reference)
             summaries[f"{part}/image"] = image_summary(xds)
         qa = StepQA(step.name, step.stage.name, metrics, fingerprint)
         path = save_step_qa(run_dir / qa_dir, step.output_name.removesuffix(".zarr"), qa,

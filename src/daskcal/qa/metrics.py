@@ -19,6 +19,9 @@ metric                          good     bad     meaning
 ``demix_residual_ratio``        0.10     0.50    A-team flux after / before demixing
 ``smooth_new_flag_fraction``    0.05     0.30    solutions flagged as outliers by smoothing
 ``image_rms_ratio``             1.5      5.0     image rms / theoretical noise (imaging hook)
+``known_source_flux``           0.03     0.20    median ``|S / S_model - 1|`` of known sources
+``astrometric_offset``          0.10     0.50    median offset of known sources, beams
+``restoring_beam_mismatch``     0.20     0.60    ``|area_fit / area_PSF-curvature - 1|``
 ==============================  =======  ======  ==========================================
 
 A step's score is the minimum of its metrics' scores (its reason: the worst metric's);
@@ -78,6 +81,12 @@ THRESHOLDS: dict[str, Threshold] = {
     "smooth_new_flag_fraction": Threshold(0.05, 0.30, "fraction of solutions flagged as "
                                           "outliers by smoothing"),
     "image_rms_ratio": Threshold(1.5, 5.0, "image rms / theoretical thermal noise"),
+    "known_source_flux": Threshold(0.03, 0.20, "median |S / S_model - 1| of the known "
+                                   "sources in an image"),
+    "astrometric_offset": Threshold(0.10, 0.50, "median offset of the known sources from "
+                                    "their catalogue positions", "beam"),
+    "restoring_beam_mismatch": Threshold(0.20, 0.60, "|area of the fitted restoring beam / "
+                                         "area of the PSF-curvature beam - 1|"),
 }
 
 
