@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from daskcal.kernels._jit import njit
-from daskcal.kernels.gridding.grid import FASTMATH, one_tap, taps_uv, wp_sample
+from daskcal.kernels.gridding.grid import FASTMATH, one_tap, taps_uv, wp_sample, wp_scratch
 
 
 @njit
@@ -112,13 +112,7 @@ def degrid_wproject(gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u,
     with filled guard bands); ``out`` is complex128, shape (n,), in index order.
     """
     n = gu.shape[0]
-    lmax = max(len_u.max(), len_v.max())
-    bre = np.empty(lmax)
-    bim = np.empty(lmax)
-    kur = np.zeros(lanes_max, dtype=g.dtype)
-    kui = np.zeros(lanes_max, dtype=g.dtype)
-    kvr = np.zeros(lanes_max, dtype=g.dtype)
-    kvi = np.zeros(lanes_max, dtype=g.dtype)
+    bre, bim, kur, kui, kvr, kvi = wp_scratch(len_u, len_v, lanes_max, g)
     acc_r = np.zeros(2 * lanes_max, dtype=g.dtype)
     acc_i = np.zeros(2 * lanes_max, dtype=g.dtype)
     for i in range(n):

@@ -249,6 +249,16 @@ def wp_sample(i, gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, po
     return su, sv, lanes, r0, c0, n_k, w[i] / w_scale
 
 
+@njit
+def wp_scratch(len_u, len_v, lanes_max, g):
+    """Work buffers of :func:`wp_sample`: ``(bre, bim, kur, kui, kvr, kvi)``, the
+    quadrature scratch (float64, the longest table) and the taps (``g``'s dtype)."""
+    lmax = max(len_u.max(), len_v.max())
+    return (np.empty(lmax), np.empty(lmax), np.zeros(lanes_max, dtype=g.dtype),
+            np.zeros(lanes_max, dtype=g.dtype), np.zeros(lanes_max, dtype=g.dtype),
+            np.zeros(lanes_max, dtype=g.dtype))
+
+
 @njit(fastmath=FASTMATH)
 def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u, post_u,
                   wt_v, sup_v, len_v, amp_v, aoff_v, xi0_v, post_v, scale_u, scale_v,
@@ -272,13 +282,7 @@ def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0
         Interleaved real views of the grids.
     """
     n = gu.shape[0]
-    lmax = max(len_u.max(), len_v.max())
-    bre = np.empty(lmax)
-    bim = np.empty(lmax)
-    kur = np.zeros(lanes_max, dtype=g.dtype)
-    kui = np.zeros(lanes_max, dtype=g.dtype)
-    kvr = np.zeros(lanes_max, dtype=g.dtype)
-    kvi = np.zeros(lanes_max, dtype=g.dtype)
+    bre, bim, kur, kui, kvr, kvi = wp_scratch(len_u, len_v, lanes_max, g)
     q = np.zeros(2 * lanes_max, dtype=g.dtype)
     qs = np.zeros(2 * lanes_max, dtype=g.dtype)
     for i in range(n):
