@@ -22,23 +22,24 @@ def test_demo_recovers_the_sky_and_facets_beat_di(tmp_path):
     assert report == json.loads(json.dumps(result.report))
     rows = report["brightest"]
     assert len(rows) == N_BRIGHTEST
-    # measured here: the brightest three's peaks and CLEAN fluxes 0.978-1.000 of the truth,
-    # the faintest of the ten (0.6-0.8 Jy) 0.85-0.93 (the ionosphere's direction-dependent
-    # phases are not removed completely after two phase-only facet rounds: the issue's
-    # 1 % is not reached yet), positions within 0.75 pixel (30" pixels, 3' beam)
+    # measured here: peaks 0.991-1.001 of the truth for all ten (0.59-4.98 Jy), CLEAN
+    # fluxes 0.989-1.020, positions within 0.45 pixel (30" pixels, 3' beam), after three
+    # facet rounds (every source above 0.3 Jy apparent its own direction, whole-band
+    # 20-s phases, a flux scale per direction's model fitted with them). The faint ones'
+    # CLEAN fluxes vary by ~1 % between runs on slightly different DI-calibrated data.
     for r in rows[:3]:
-        assert 0.97 < r["ratio"] < 1.02, r
-        assert 0.97 < r["clean_ratio"] < 1.02, r
+        assert 0.985 < r["ratio"] < 1.015, r
+        assert 0.985 < r["clean_ratio"] < 1.015, r
     for r in rows:
-        assert 0.80 < r["ratio"] < 1.05, r
-        assert 0.80 < r["clean_ratio"] < 1.05, r
-        assert r["offset_px"] < 1.0, r
-    # measured: 4.6 mJy/beam against 18.1 mJy/beam
-    assert report["facet_residual_rms_jy"] < 0.5 * report["di_residual_rms_jy"]
+        assert 0.99 < r["ratio"] < 1.01, r  # the issue's target: within 1 %
+        assert 0.975 < r["clean_ratio"] < 1.03, r
+        assert r["offset_px"] < 0.75, r
+    # measured: 2.2 mJy/beam against 19.2 mJy/beam
+    assert report["facet_residual_rms_jy"] < 0.2 * report["di_residual_rms_jy"]
     for run in ("calibrator", "target", "facet"):
         assert (tmp_path / "demo" / run / "weblog" / "index.html").is_file()
         prov = json.loads((tmp_path / "demo" / run / "provenance.json").read_text())
         assert prov["status"] == "complete"
-    assert any(p.endswith("facet_image_2-target_0-restored-pbcor.fits") for p in
+    assert any(p.endswith("facet_image_3-target_0-restored-pbcor.fits") for p in
                (str(x) for x in (tmp_path / "demo" / "facet" / "products").glob("*.fits")))
     assert any("facet-calibrated" in line for line in lines)

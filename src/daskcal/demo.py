@@ -9,7 +9,8 @@
 3. ``lofar-target`` on the target with the calibrator's gains (transfer, flag, average,
    demix, apply, DI phase self-calibration, image).
 4. ``lofar-facet`` on the DI-calibrated target (calibrator selection from the DI CLEAN
-   model, facets, DD solves, facet imaging, primary-beam-corrected mosaic).
+   model, facets, DD solves, facet imaging, primary-beam-corrected mosaic; three
+   self-calibration rounds).
 5. Compare with the truth: the brightest sources' fluxes and positions in the
    facet mosaic, and the residual rms of the DI-only and of the facet image.
 
@@ -198,7 +199,7 @@ def run_demo(output: str | Path = "daskcal-demo", *, site: str = "local",
     run_recipe(RECIPES / "lofar-facet.yaml",
                {"target": runs["target"] / "products" / "apply_1.zarr"},
                runs["facet"], site=site, echo=echo)
-    di, facet = _image_of(runs["facet"], "image_di"), _image_of(runs["facet"], "facet_image_2")
+    di, facet = _image_of(runs["facet"], "image_di"), _image_of(runs["facet"], "facet_image_3")
     from daskcal.stages.imaging.masks import robust_rms
 
     rows = compare_with_truth(facet, obs["target"][1])

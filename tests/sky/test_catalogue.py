@@ -14,6 +14,7 @@ from daskcal.sky.catalogue import (
     cone,
     cone_from_file,
     group_by_brightest,
+    merge_components,
     patch_summary,
     read_catalogue,
     read_csv_catalogue,
@@ -230,6 +231,70 @@ def test_group_ties_no_centres_and_errors():
         group_by_brightest(sky, min_separation_rad=-1.0)
     with pytest.raises(CatalogueError, match="max_patches"):
         group_by_brightest(sky, max_patches=-1)
+
+
+def _clean_source(name, ra, dec, flux, fractions, step):
+    """A point source as CLEAN leaves it: ``flux`` split over neighbouring pixels."""
+    k = len(fractions)
+    return SkyModel.from_components(
+        name=[f"{name}{i}" for i in range(k)], ra=ra + step * np.arange(k) % (2 * step),
+        dec=dec + step * (np.arange(k) // 2), stokes_i=flux * np.asarray(fractions),
+        ref_freq=150e6)
+
+
+def test_blending_makes_a_split_source_one_candidate():
+    px = 30 / 3600 * DEG
+    bright = _clean_source("B", 0.0, 0.0, 5.0, [1.0], px)
+    # 0.6 Jy spread over four pixels (none alone reaches the 0.2 Jy centre threshold), 0.5 deg
+    # from the bright source: without blending its pixels join the bright source's patch
+    split = _clean_source("S", 0.5 * DEG, 0.0, 0.6, [0.3, 0.3, 0.25, 0.15], px)
+    sky = SkyModel.concatenate([bright, split])
+    plain = group_by_brightest(sky, min_flux_jy=0.2, min_separation_rad=0.2 * DEG)
+    assert set(plain.patch.tolist()) == {"Patch_0"}
+    blended = group_by_brightest(sky, min_flux_jy=0.2, min_separation_rad=0.2 * DEG,
+                                 blend_radius_rad=2 * px)
+    assert blended.patch.tolist() == ["Patch_0"] + ["Patch_1"] * 4
+    # blending nothing (radius below the pixel spacing) changes nothing
+    same = group_by_brightest(sky, min_flux_jy=0.2, min_separation_rad=0.2 * DEG,
+                              blend_radius_rad=0.5 * px)
+    assert same.patch.tolist() == plain.patch.tolist()
+    # a source's pixels stay together even when one is nearer to another centre
+    near = group_by_brightest(SkyModel.concatenate([bright, split.select([0, 1])]),
+                              blend_radius_rad=0.6 * DEG, max_patches=2)
+    assert near.patch.tolist() == ["Patch_0"] * 3
+    with pytest.raises(CatalogueError, match="blend_radius_rad"):
+        group_by_brightest(sky, blend_radius_rad=-1.0)
+
+
+def test_group_by_brightest_without_blending_is_unchanged_by_a_tiny_radius():
+    sky = cone(_catalogue(n=2000, seed=11), 1.0, 0.5, 25 * DEG)
+    a = group_by_brightest(sky, min_flux_jy=1.0, max_patches=20, min_separation_rad=5 * DEG)
+    b = group_by_brightest(sky, min_flux_jy=1.0, max_patches=20, min_separation_rad=5 * DEG,
+                           blend_radius_rad=1e-9)
+    assert a.patch.tolist() == b.patch.tolist()
+
+
+def test_merge_components_against_a_direct_sum():
+    px = 30 / 3600 * DEG
+    a = _clean_source("A", 0.3, 0.2, 2.0, [0.5, 0.3, 0.15, 0.05], px)
+    b = _clean_source("B", 0.3 + 0.2 * DEG, 0.2, 1.0, [0.7, 0.3], px)
+    sky = SkyModel.concatenate([b, a])
+    merged = merge_components(sky, 3 * px)
+    assert merged.n_source == 2
+    assert merged.name.tolist() == ["B0", "A0"]  # the brightest members, in the model's order
+    np.testing.assert_allclose(merged.stokes[:, 0], [1.0, 2.0])
+    assert np.all(merged.major == 0)
+    for got, part in zip(range(2), (b, a), strict=True):
+        # the |S|-weighted mean direction, computed independently with astropy
+        c = SkyCoord(part.ra * u.rad, part.dec * u.rad).cartesian.xyz.value  # (3, n)
+        v = (c * part.stokes[:, 0]).sum(axis=1)
+        want = SkyCoord(x=v[0], y=v[1], z=v[2], representation_type="cartesian")
+        sep = SkyCoord(merged.ra[got] * u.rad, merged.dec[got] * u.rad).separation(
+            SkyCoord(want.spherical.lon, want.spherical.lat))
+        assert sep.to_value(u.arcsec) < 1e-6
+    assert merge_components(sky, 0.0) is sky
+    with pytest.raises(CatalogueError, match="radius_rad"):
+        merge_components(sky, -1.0)
 
 
 def test_grouped_model_writes_patch_centres(tmp_path):

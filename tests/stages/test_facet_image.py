@@ -207,6 +207,23 @@ def test_flags_and_weights_follow_the_gains(sim):
         facet_visibilities(node, None, centre_rad=[0.0, 0.0], sky=sim["sky"])
 
 
+def test_model_scale_scales_the_subtracted_directions(sim):
+    """Gains with a MODEL_SCALE per direction: the other directions' models are scaled by it
+    when subtracted, the facet's own data are not (the scale corrects the model)."""
+    node, sky, gains = sim["node"], sim["sky"], sim["gains"]
+    k = 0
+    full = facet_visibilities(node, gains, NAMES[k], sky=sky)["VISIBILITY"].values
+    half = dataclasses.replace(sky, stokes=0.5 * sky.stokes)
+    scale = np.full((gains.sizes["gain_time"], gains.sizes["gain_frequency"],
+                     gains.sizes["direction"]), 2.0)
+    scale[..., k] = 7.0  # the facet's own scale must not matter
+    scaled = gains.assign(MODEL_SCALE=(("gain_time", "gain_frequency", "direction"), scale))
+    got = facet_visibilities(node, scaled, NAMES[k], sky=half)["VISIBILITY"].values
+    np.testing.assert_allclose(got, full, rtol=0, atol=1e-4 * sky.stokes[:, 0].max())
+    unscaled = facet_visibilities(node, gains, NAMES[k], sky=half)["VISIBILITY"].values
+    assert np.abs(unscaled - full).max() > 0.1  # (the test can tell)
+
+
 # ----------------------------------------------------------------------------- (b)
 
 

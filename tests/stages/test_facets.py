@@ -187,7 +187,8 @@ def test_graph_building_does_not_compute(sim):
 
 
 def test_dask_result_equals_the_numpy_kernel(sim):
-    """The chunked solve equals solve_multidir on whole numpy arrays of each chunk's span."""
+    """The chunked solve equals solve_multidir (from unit gains, the phase-only start) on
+    whole numpy arrays of each chunk's span."""
     xds, _, _, plan = sim
     config = CONFIG.model_copy(update={"slow": None, "scale_solint_with_flux": False})
     plan = dataclasses.replace(plan, solint_factor=np.ones(plan.n_dir, np.int64))
@@ -207,7 +208,8 @@ def test_dask_result_equals_the_numpy_kernel(sim):
             xds["WEIGHT"].values[sl][..., hands], xds["FLAG"].values[sl][..., hands], a1, a2,
             16, 1, step.solint_freq, mode=step.mode, max_iter=step.max_iter,
             inner_iter=step.inner_iter, tolerance=step.tolerance, damping=step.damping,
-            damping_every=step.damping_every, ref_antenna=0)
+            damping_every=step.damping_every, ref_antenna=0,
+            initial_gains=_unit_start(plan.n_dir, 8, 16 // step.solint_freq))
         want.append(sol.gains)
     want = np.concatenate(want, axis=1)
     # frequency chunks of 8 channels = 2 cells each: the kernel on whole bands iterates
@@ -220,8 +222,14 @@ def test_dask_result_equals_the_numpy_kernel(sim):
                          a1, a2, 16, 1, step.solint_freq, mode=step.mode,
                          max_iter=step.max_iter, inner_iter=step.inner_iter,
                          tolerance=step.tolerance, damping=step.damping,
-                         damping_every=step.damping_every, ref_antenna=0)
+                         damping_every=step.damping_every, ref_antenna=0,
+                         initial_gains=_unit_start(plan.n_dir, 24, 16 // step.solint_freq))
     np.testing.assert_allclose(whole.transpose(3, 0, 1, 2, 4), one.gains, rtol=1e-6, atol=1e-6)
+
+
+def _unit_start(n_dir, n_t, n_f, n_ant=16):
+    """The facet solve's start of a phase-only mode (``start="auto"``): all gains 1."""
+    return np.ones((n_dir, n_t, n_f, n_ant, 2), np.complex128)
 
 
 def test_zarr_and_h5parm_export(sim, solved, tmp_path):
@@ -246,3 +254,76 @@ def test_zarr_and_h5parm_export(sim, solved, tmp_path):
         one = read_h5parm(h5, direction=str(name))
         np.testing.assert_allclose(one["GAIN"].values, total["GAIN"].values[:, :, :, k],
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_model_flux_scale_against_a_real_least_squares():
+    """The weighted scale fit equals numpy's lstsq on the real-stacked system, recovers
+    known scales exactly, ignores flagged / non-finite samples and bounds its output."""
+    from daskcal.stages.facets.solve import model_flux_scale
+
+    rng = np.random.default_rng(4)
+    shape = (3, 5, 4, 2)
+    pred = rng.normal(size=(3, *shape)) + 1j * rng.normal(size=(3, *shape))
+    vis = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    weight = rng.uniform(0.5, 2.0, shape)
+    flag = rng.uniform(size=shape) < 0.1
+    vis[0, 0, 0, 0] = np.nan  # unused, as a flagged sample
+    got = model_flux_scale(vis, pred, weight, flag)
+    use = ~flag & np.isfinite(vis)
+    sw = np.sqrt(weight[use])
+    design = np.concatenate([(pred[:, use].real * sw).T, (pred[:, use].imag * sw).T])
+    rhs = np.concatenate([vis[use].real * sw, vis[use].imag * sw])
+    want = np.linalg.lstsq(design, rhs, rcond=None)[0]
+    np.testing.assert_allclose(got, np.maximum(want, 0.0), rtol=1e-10, atol=1e-12)
+    truth = np.array([1.3, 0.7, 2.0])
+    exact = np.einsum("d...,d->...", pred, truth)
+    np.testing.assert_allclose(model_flux_scale(exact, pred, weight, flag), truth, rtol=1e-10)
+    # a direction that predicts nothing keeps 1; one with no flux behind it gets 0
+    pred[2] = 0.0
+    np.testing.assert_allclose(model_flux_scale(-pred[0], pred, weight, flag), [0.0, 0.0, 1.0],
+                               atol=1e-12)
+
+
+def test_model_scale_recovers_a_faint_model(sim):
+    """A model 20 % too faint: the fitted scale puts the flux back (about 1.25), and the
+    phases still follow the screens; without the fit the scale is 1."""
+    xds, _, _, plan = sim
+    faint = dataclasses.replace(plan, sky=dataclasses.replace(plan.sky,
+                                                              stokes=0.8 * plan.sky.stokes))
+    config = CONFIG.model_copy(update={"slow": None, "model_scale_iter": 6})
+    tree = solve_facets(chunk_data_vars(xds, {"time": 8, "frequency": 8}), faint, PC,
+                        config).compute()
+    total = tree["total"].to_dataset()
+    scale = total["MODEL_SCALE"].values  # (T, F, dir)
+    assert scale.shape == (24, 4, plan.n_dir)
+    print("fitted scales:", np.round(np.median(scale, axis=(0, 1)), 3))
+    np.testing.assert_allclose(np.median(scale, axis=(0, 1)), 1.25, rtol=0.03)
+    truth = _truth_phases(sim, total)
+    solved = np.angle(total["GAIN"].values[..., 0])
+    diff = np.angle(np.exp(1j * ((solved - solved[:, :, :1]) - (truth - truth[:, :, :1]))))
+    assert np.sqrt(np.mean(diff[:, :, 1:] ** 2)) < 0.1
+    np.testing.assert_allclose(np.abs(total["GAIN"].values), 1.0, rtol=1e-12)
+    plain = solve_facets(xds, faint, PC, config.model_copy(update={"model_scale_iter": 0}))
+    np.testing.assert_array_equal(plain["total"]["MODEL_SCALE"].values, 1.0)
+
+
+def test_cold_start_is_still_available(sim):
+    """``start="cold"`` is solve_multidir's own start (the default before 'auto')."""
+    xds, _, _, plan = sim
+    fast = DDSolveStep(start="cold")
+    config = CONFIG.model_copy(update={"slow": None, "scale_solint_with_flux": False,
+                                       "fast": fast})
+    plan = dataclasses.replace(plan, solint_factor=np.ones(plan.n_dir, np.int64))
+    got = solve_facets(xds, plan, PC, config)["fast"]["GAIN"].values.transpose(3, 0, 1, 2, 4)
+    model = predict_directions(xds, plan.sky, plan.name, PC, polarization=["XX", "YY"],
+                               dtype=np.complex64).compute()
+    hands = [0, 3]
+    want = solve_multidir(xds["VISIBILITY"].values[..., hands], model,
+                          xds["WEIGHT"].values[..., hands], xds["FLAG"].values[..., hands],
+                          xds["antenna1"].values.astype(np.int64),
+                          xds["antenna2"].values.astype(np.int64), 16, 1, fast.solint_freq,
+                          mode=fast.mode, max_iter=fast.max_iter, inner_iter=fast.inner_iter,
+                          tolerance=fast.tolerance, damping=fast.damping,
+                          damping_every=fast.damping_every, ref_antenna=0).gains
+    want = want / np.abs(want)  # phase-only gains are returned with unit modulus
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -66,6 +66,10 @@ class FacetSolveStepConfig(FacetConfig):
 
     min_component_jy: float = Field(0.0, ge=0, description="Leave CLEAN components "
                                     "fainter than this (absolute value) out of the sky model.")
+    merge_radius_arcsec: float = Field(0.0, ge=0, description="Merge CLEAN components "
+                                       "within this of a brighter one into one point at "
+                                       "their flux-weighted centre (sky_from_image), arcsec; "
+                                       "0: one component per pixel.")
 
 
 class FacetImageStepConfig(FacetImageConfig):
@@ -75,13 +79,15 @@ class FacetImageStepConfig(FacetImageConfig):
                                   "facets, degrees (as in the facet_solve step).")
     min_component_jy: float = Field(0.0, ge=0, description="As in the facet_solve step "
                                     "(the sky model subtracted per facet).")
+    merge_radius_arcsec: float = Field(0.0, ge=0, description="As in the facet_solve step.")
     primary_beam: PrimaryBeamConfig | None = Field(None, description="Primary beam of the "
                                                    "mosaic (none: no correction).")
     backend: Literal["auto", "dask", "numpy"] = _BACKEND
     in_memory_mb: float = _IN_MEMORY
 
 
-def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0):
+def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0,
+                   merge_radius_rad: float = 0.0):
     """The CLEAN components of an image as a point-source sky model.
 
     Parameters
@@ -91,12 +97,16 @@ def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0):
         ``cell_rad``, ``ref_freq_hz``).
     min_flux_jy : float
         Components with ``|S| <`` this are left out.
+    merge_radius_rad : float
+        If positive, components within this of a brighter one are merged into one point
+        at their flux-weighted centre (:func:`daskcal.sky.catalogue.merge_components`),
+        radians.
 
     Returns
     -------
     SkyModel
         One flat-spectrum point component per non-zero model pixel, at the pixel's
-        direction (SIN projection), reference frequency the image's.
+        direction (SIN projection), reference frequency the image's (or per merged group).
     """
     from daskcal.data.geometry import radec_of_lm
     from daskcal.sky.model import SkyModel
@@ -107,10 +117,15 @@ def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0):
     i, j = np.nonzero((model != 0) & (np.abs(model) >= min_flux_jy))
     n0, n1 = model.shape
     ra, dec = radec_of_lm((i - n0 // 2) * cell, (j - n1 // 2) * cell, ra0, dec0)
-    return SkyModel.from_components(
+    sky = SkyModel.from_components(
         name=[f"cc{a}_{b}" for a, b in zip(i, j, strict=True)], ra=np.atleast_1d(ra),
         dec=np.atleast_1d(dec), stokes_i=model[i, j],
         ref_freq=float(image_xds.attrs["ref_freq_hz"]))
+    if merge_radius_rad > 0:
+        from daskcal.sky.catalogue import merge_components
+
+        sky = merge_components(sky, merge_radius_rad)
+    return sky
 
 
 def _centre(context: StageContext) -> np.ndarray:
@@ -135,10 +150,12 @@ def _facet_solve(xds: xr.Dataset, image_xds: xr.Dataset, config: FacetSolveStepC
     from daskcal.stages.facets import plan_facets, solve_facets
 
     centre = _centre(context)
-    sky = sky_from_image(image_xds, config.min_component_jy)
+    sky = sky_from_image(image_xds, config.min_component_jy,
+                         math.radians(config.merge_radius_arcsec / 3600.0))
     if sky.n_source == 0:
         raise DaskcalError(f"step {context.step}: the model image has no CLEAN components")
-    base = FacetConfig.model_validate(config.model_dump(exclude={"min_component_jy"}))
+    base = FacetConfig.model_validate(config.model_dump(exclude={"min_component_jy",
+                                                                 "merge_radius_arcsec"}))
     plan = plan_facets(sky, centre, base, freq_hz=float(image_xds.attrs["ref_freq_hz"]))
     total = solve_facets(xds, plan, centre, base)["total"].to_dataset(inherit=False)
     return total.assign_attrs(field_size_deg=config.field_size_deg,
@@ -147,7 +164,13 @@ def _facet_solve(xds: xr.Dataset, image_xds: xr.Dataset, config: FacetSolveStepC
 
 def _stitch_model(images: list[xr.Dataset], masks: list[np.ndarray], centre, npix: int,
                   cell: float) -> np.ndarray:
-    """Each facet's CLEAN components inside its facet, moved to the nearest field pixel."""
+    """Each facet's CLEAN components inside its facet, on the field grid (Jy/pixel).
+
+    A component at fractional field pixel ``(p, q)`` is shared bilinearly among the four
+    pixels around it, so that the flux and the flux-weighted position of every group of
+    components are kept (rounding to the nearest pixel moved each source by up to half a
+    pixel per self-calibration round: the phase-only solves adopt the model's positions).
+    """
     from daskcal.data.geometry import lmn_of, radec_of_lm
 
     out = np.zeros((npix, npix))
@@ -160,10 +183,16 @@ def _stitch_model(images: list[xr.Dataset], masks: list[np.ndarray], centre, npi
         n0, n1 = model.shape
         ra, dec = radec_of_lm((i - n0 // 2) * c, (j - n1 // 2) * c, *img.attrs["phase_centre_rad"])
         lmn = lmn_of(np.atleast_1d(ra), np.atleast_1d(dec), *centre)
-        p = np.rint(lmn[:, 0] / cell).astype(int) + npix // 2
-        q = np.rint(lmn[:, 1] / cell).astype(int) + npix // 2
-        ok = (p >= 0) & (p < npix) & (q >= 0) & (q < npix)
-        np.add.at(out, (p[ok], q[ok]), model[i[ok], j[ok]])
+        x = lmn[:, 0] / cell + npix // 2
+        y = lmn[:, 1] / cell + npix // 2
+        p0, q0 = np.floor(x).astype(int), np.floor(y).astype(int)
+        fx, fy = x - p0, y - q0
+        flux = model[i, j]
+        for dp, dq, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                          (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            p, q = p0 + dp, q0 + dq
+            ok = (p >= 0) & (p < npix) & (q >= 0) & (q < npix) & (w > 0)
+            np.add.at(out, (p[ok], q[ok]), flux[ok] * w[ok])
     return out
 
 
@@ -183,10 +212,11 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
     facets = make_facets(names, np.asarray(gains["direction_ra"].values),
                          np.asarray(gains["direction_dec"].values), centre,
                          math.radians(config.field_size_deg))
-    sky = facets.assign(sky_from_image(image_xds, config.min_component_jy))
+    sky = facets.assign(sky_from_image(image_xds, config.min_component_jy,
+                                       math.radians(config.merge_radius_arcsec / 3600.0)))
     base = FacetImageConfig.model_validate(config.model_dump(
-        exclude={"field_size_deg", "min_component_jy", "primary_beam", "backend",
-                 "in_memory_mb"}))
+        exclude={"field_size_deg", "min_component_jy", "merge_radius_arcsec", "primary_beam",
+                 "backend", "in_memory_mb"}))
     images = image_facets(context.node, gains, facets, base, sky=sky,
                           backend=choose_backend(xds, config.backend, config.in_memory_mb))
     npix = int(image_xds.sizes["l"])

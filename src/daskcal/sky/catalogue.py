@@ -7,19 +7,25 @@ selection followed by a Voronoi tessellation on the sky), made deterministic:
 
 1. Each component's Stokes I flux density ``S`` is taken at ``freq_hz`` (or at its own
    reference frequency).
-2. Candidates are the components with ``S >= min_flux_jy``, ordered by decreasing ``S``
-   (equal fluxes: by name, then by position in the model).
-3. Going down that list, a candidate becomes a patch centre unless it lies within
+2. Blending (``blend_radius_rad > 0``, for CLEAN components: one source's flux is spread
+   over a few neighbouring pixels): going down the components by decreasing ``S`` (ties
+   as in 3), each component not yet blended heads a *source* that takes every
+   not-yet-blended component within ``blend_radius_rad`` of it; the source's flux is
+   the sum of its components'. Without blending every component is its own source.
+3. Candidates are the sources (their heads) with flux ``>= min_flux_jy``, ordered by
+   decreasing flux (equal fluxes: by the head's name, then by its position in the model).
+4. Going down that list, a candidate becomes a patch centre unless its head lies within
    ``min_separation_rad`` of an earlier (brighter) centre; this stops after
    ``max_patches`` centres.
-4. Every component joins the patch of its nearest centre (great-circle distance; a tie
-   goes to the brighter centre); with ``max_radius_rad``, components farther than that
-   from every centre join the ``rest`` patch instead.
-5. Patches are named ``f"{prefix}{k}"`` with ``k = 0, 1, ...`` in order of decreasing
+5. Every source joins, with all its components, the patch of the centre nearest to its
+   head (great-circle distance; a tie goes to the brighter centre); with
+   ``max_radius_rad``, sources whose head is farther than that from every centre join
+   the ``rest`` patch instead.
+6. Patches are named ``f"{prefix}{k}"`` with ``k = 0, 1, ...`` in order of decreasing
    centre flux.
 
-Invariants (tested): every component is in exactly one patch and every centre in its
-own; no member of a patch is brighter than its centre unless it was itself skipped as a
+Invariants (tested, without blending; with it they hold for the sources): every
+component is in exactly one patch and every centre in its own; no member of a patch is brighter than its centre unless it was itself skipped as a
 centre for lying within ``min_separation_rad`` of a brighter one (so with
 ``min_separation_rad=0`` the centres are exactly the ``max_patches`` brightest
 candidates and each is the brightest of its patch); the brightest candidate is the
@@ -260,7 +266,8 @@ def patch_summary(sky: SkyModel, freq_hz: float | None = None) -> PatchSummary:
 def group_by_brightest(sky: SkyModel, *, min_flux_jy: float | None = None,
                        max_patches: int | None = None, min_separation_rad: float = 0.0,
                        max_radius_rad: float | None = None, freq_hz: float | None = None,
-                       prefix: str = "Patch_", rest: str = "rest") -> SkyModel:
+                       prefix: str = "Patch_", rest: str = "rest",
+                       blend_radius_rad: float = 0.0) -> SkyModel:
     """Group components into patches around the brightest sources (see the module notes).
 
     Parameters
@@ -282,6 +289,9 @@ def group_by_brightest(sky: SkyModel, *, min_flux_jy: float | None = None,
     rest : str
         Name of the patch of components that belong to no centre (no centres at all, or
         beyond ``max_radius_rad``).
+    blend_radius_rad : float
+        Components within this of a brighter one are blended into its source (module
+        notes, step 2), radians; 0: no blending.
 
     Returns
     -------
@@ -296,10 +306,16 @@ def group_by_brightest(sky: SkyModel, *, min_flux_jy: float | None = None,
         raise CatalogueError(f"max_radius_rad must be a non-negative angle, not {max_radius_rad!r}")
     if re.fullmatch(re.escape(prefix) + r"\d+", rest):
         raise CatalogueError(f"rest patch name {rest!r} clashes with the names {prefix}0, {prefix}1, ...")
+    if not np.isfinite(blend_radius_rad) or blend_radius_rad < 0:
+        raise CatalogueError(f"blend_radius_rad must be a non-negative angle, not {blend_radius_rad!r}")
     flux = _stokes_i(sky, freq_hz)
-    order = np.lexsort((np.arange(sky.n_source), sky.name, -flux))  # last key is primary
+    head = _blend(sky, flux, blend_radius_rad)  # (n_source,): index of each one's source head
+    src_flux = np.zeros(sky.n_source)
+    np.add.at(src_flux, head, flux)
+    heads = np.flatnonzero(head == np.arange(sky.n_source))
+    order = heads[np.lexsort((heads, sky.name[heads], -src_flux[heads]))]  # last key: primary
     if min_flux_jy is not None:
-        order = order[flux[order] >= min_flux_jy]
+        order = order[src_flux[order] >= min_flux_jy]
     centres: list[int] = []
     limit = sky.n_source if max_patches is None else max_patches
     for k in order:
@@ -314,12 +330,89 @@ def group_by_brightest(sky: SkyModel, *, min_flux_jy: float | None = None,
     patch = np.full(sky.n_source, rest, dtype=object)
     if centres:
         c = np.array(centres)
+        ra, dec = sky.ra[head], sky.dec[head]  # every component at its source's head
         dist = angular_separation(sky.ra[c][None, :], sky.dec[c][None, :],
-                                  sky.ra[:, None], sky.dec[:, None])  # (n_source, n_centre)
+                                  ra[:, None], dec[:, None])  # (n_source, n_centre)
         nearest = np.argmin(dist, axis=1)  # first (brightest) centre wins ties
         inside = np.ones(sky.n_source, bool) if max_radius_rad is None else (
             dist[np.arange(sky.n_source), nearest] <= max_radius_rad)
         names = np.array([f"{prefix}{k}" for k in range(len(centres))], dtype=object)
         patch[inside] = names[nearest[inside]]
-        patch[c] = names  # a centre always belongs to its own patch
+        own = np.isin(head, c)  # a centre's source always belongs to its own patch
+        index = {h: k for k, h in enumerate(centres)}
+        patch[own] = names[[index[int(h)] for h in head[own]]]
     return dataclasses.replace(sky, patch=patch.astype(str))
+
+
+def merge_components(sky: SkyModel, radius_rad: float, *,
+                     freq_hz: float | None = None) -> SkyModel:
+    """Merge components within ``radius_rad`` of a brighter one into one point component.
+
+    The components are blended as in :func:`group_by_brightest` (module notes, step 2:
+    by decreasing Stokes I at ``freq_hz``, each not-yet-blended one takes the
+    not-yet-blended ones within ``radius_rad``). Each source becomes one point component
+    at the ``|S|``-weighted centre of its members (as :func:`patch_summary`), with their
+    summed Stokes parameters and the name, reference frequency, spectral terms and patch
+    of its brightest member. Meant for CLEAN-component models of compact sources: CLEAN
+    spreads a source that sits between pixels over a few of them, which moves its flux
+    to the pixel centres (a wrong visibility amplitude on long baselines); the merged
+    component is at the sub-pixel position. Extended emission is coarse-grained to
+    points about ``radius_rad`` apart.
+
+    Parameters
+    ----------
+    sky : SkyModel
+    radius_rad : float
+        Blending radius, radians (0: ``sky`` unchanged).
+    freq_hz : float, optional
+        Frequency of the fluxes that order the components, Hz (each reference
+        frequency if not given).
+
+    Returns
+    -------
+    SkyModel
+        The merged components (point sources), in the order of their brightest members
+        in ``sky``.
+    """
+    if not np.isfinite(radius_rad) or radius_rad < 0:
+        raise CatalogueError(f"radius_rad must be a non-negative angle, not {radius_rad!r}")
+    if radius_rad == 0 or sky.n_source < 2:
+        return sky
+    head = _blend(sky, _stokes_i(sky, freq_hz), radius_rad)
+    heads, which = np.unique(head, return_inverse=True)
+    n = heads.size
+    weight = np.abs(sky.stokes[:, 0])
+    total_w = np.bincount(which, weight, minlength=n)
+    w = np.where(total_w[which] > 0, weight, 1.0)
+    unit = radec_to_unit(sky.ra, sky.dec).reshape(-1, 3)
+    vec = np.stack([np.bincount(which, w * unit[:, k], minlength=n) for k in range(3)], axis=1)
+    ra, dec = unit_to_radec(vec)
+    stokes = np.stack([np.bincount(which, sky.stokes[:, k], minlength=n) for k in range(4)],
+                      axis=1)
+    return dataclasses.replace(
+        sky.select(heads), ra=np.atleast_1d(np.asarray(ra, dtype=np.float64)),
+        dec=np.atleast_1d(np.asarray(dec, dtype=np.float64)), stokes=stokes,
+        major=np.zeros(n), minor=np.zeros(n), position_angle=np.zeros(n))
+
+
+def _blend(sky: SkyModel, flux: np.ndarray, radius_rad: float) -> np.ndarray:
+    """Index of the source head of each component (module notes, step 2), int (n_source,).
+
+    Components are visited by decreasing flux (ties: name, then index); each one not yet
+    taken becomes a head and takes the untaken components within ``radius_rad``.
+    """
+    n = sky.n_source
+    head = np.arange(n)
+    if radius_rad <= 0 or n < 2:
+        return head
+    order = np.lexsort((np.arange(n), sky.name, -flux))
+    taken = np.zeros(n, bool)
+    for k in order:
+        if taken[k]:
+            continue
+        near = (~taken) & (angular_separation(sky.ra[k], sky.dec[k], sky.ra, sky.dec)
+                           <= radius_rad)
+        near[k] = True
+        head[near] = k
+        taken |= near
+    return head

@@ -8,8 +8,10 @@ Calibrator selection (:func:`plan_facets`)
 2. Patches: a sky model without patches (every ``patch == ""``) is first grouped
    around its brightest components with :func:`daskcal.sky.catalogue.group_by_brightest`
    on the *apparent* fluxes (centres at least ``flux_threshold_jy / 2`` apparent,
-   ``min_separation_deg`` apart, at most ``4 max_directions`` of them); existing patches
-   are kept.
+   ``min_separation_deg`` apart, at most ``4 max_directions`` of them; components within
+   ``blend_radius_deg`` of a brighter one blended into its source first, so that a
+   source whose CLEAN flux is spread over a few pixels is a candidate with its whole
+   flux and keeps its own patch); existing patches are kept.
 3. Calibrators: the patches of total apparent flux ``>= flux_threshold_jy`` inside the
    field, by decreasing apparent flux, skipping a patch within ``min_separation_deg``
    of a brighter calibrator, at most ``max_directions``. Each direction is its patch's
@@ -70,6 +72,12 @@ class DDSolveStep(BaseModel):
     damping_every: int = Field(2, ge=1, description="Damp every this many inner iterations.")
     min_unflagged_fraction: float = Field(0.0, ge=0, le=1, description="Minimum valid "
                                           "fraction for an antenna to be solved.")
+    start: Literal["auto", "cold", "unit"] = Field(
+        "auto", description="Starting gains: 'cold' the solver's cold start (directions "
+        "entered one by one at a real amplitude scaled to the data), 'unit' all gains 1 "
+        "(the data are DI-calibrated, so zero DD phase is close), 'auto' unit for the "
+        "phase-only modes and cold for the others. A cold start's amplitude in a "
+        "phase-only mode is one no phase step can undo.")
 
 
 class FacetConfig(BaseModel):
@@ -82,6 +90,11 @@ class FacetConfig(BaseModel):
     max_directions: int = Field(10, ge=1, description="Most calibrator directions.")
     min_separation_deg: float = Field(0.5, ge=0, description="Least separation of two "
                                       "calibrator directions, degrees.")
+    blend_radius_deg: float = Field(0.0, ge=0, description="When grouping a sky model "
+                                    "without patches: components within this of a brighter "
+                                    "one count as one source (a CLEAN model spreads a source "
+                                    "over neighbouring pixels), degrees; 0: each component "
+                                    "on its own.")
     freq_hz: float | None = Field(None, gt=0, description="Frequency of the fluxes, Hz "
                                   "(default: the mean frequency of the data).")
     beam_fwhm_deg: float | None = Field(None, gt=0, description="FWHM of a Gaussian power "
@@ -98,6 +111,12 @@ class FacetConfig(BaseModel):
     scale_solint_with_flux: bool = Field(True, description="Longer intervals for fainter "
                                          "directions (module notes).")
     max_solint_factor: int = Field(4, ge=1, description="Largest interval scaling factor.")
+    model_scale_iter: int = Field(0, ge=0, description="Alternations of a fit of one real "
+                                  "flux scale per direction's model (per solve chunk) with "
+                                  "the fast solve (0: none). A model fainter than the sky "
+                                  "(a CLEAN model of a decorrelated image) otherwise has its "
+                                  "missing flux absorbed by the other directions' gains and "
+                                  "subtracted with them when imaging (flux suppression).")
     solint_ref_flux_jy: float | None = Field(None, gt=0, description="Apparent flux that gets "
                                              "the base interval (default: the brightest).")
     ref_antenna: str | None = Field(None, description="Phase reference antenna (default: the "
@@ -217,7 +236,8 @@ def plan_facets(sky: SkyModel, phase_centre_rad, config: FacetConfig | None = No
     if sky.n_source and np.all(sky.patch == ""):
         apparent = group_by_brightest(apparent, min_flux_jy=0.5 * config.flux_threshold_jy,
                                       max_patches=4 * config.max_directions,
-                                      min_separation_rad=min_sep, freq_hz=freq)
+                                      min_separation_rad=min_sep, freq_hz=freq,
+                                      blend_radius_rad=np.radians(config.blend_radius_deg))
     intrinsic = patch_summary(dataclasses.replace(apparent, stokes=sky.stokes), freq)
     summary = patch_summary(apparent, freq)
     half = 0.5 * np.radians(config.field_size_deg)

@@ -10,7 +10,20 @@ task holds one (time, frequency) chunk of data and all the directions' models an
 1. **fast**: :func:`~daskcal.kernels.solvers._multidir.solve_multidir` jointly over all
    directions, ``config.fast`` (default ``scalar_phase``), direction ``d`` with the
    time interval ``fast.solint_time * k_d`` (``k_d`` from the direction's apparent
-   flux) and ``fast.solint_freq`` channels -> gains ``f^d``;
+   flux) and ``fast.solint_freq`` channels -> gains ``f^d``. Phase-only modes start
+   from unit gains (``fast.start="auto"``: the data are DI-calibrated; the solver's
+   cold start would give them an amplitude no phase step undoes, and a direction with
+   little flux behind its model then swamps the others) and return unit-modulus gains.
+   With ``config.model_scale_iter = n > 0`` the fast solve alternates ``n`` times with
+   a fit of one real flux scale ``s_d`` per direction's model (per chunk,
+   :func:`model_flux_scale`: all directions at once, given the gains), the models being
+   scaled before the gains are solved again (from the previous ones). Without it, a
+   model fainter than the sky (the CLEAN model of a decorrelated image) has its missing
+   flux fitted by the *other* directions' phases (they are free to mimic part of any
+   residual), and facet imaging, which subtracts those directions with their gains,
+   then removes that flux from the facet's own data: the images keep the model's
+   fluxes. The scales are returned as ``MODEL_SCALE``; facet imaging scales the
+   subtracted models by them (the data of a facet are never scaled);
 2. **slow** (if ``config.slow``): the same joint solver on the *model corrupted by
    the fast gains*, ``M'^d_pq = f^d_p M^d_pq conj(f^d_q)``, with ``config.slow``
    (default ``diagonal_complex``), intervals ``slow.solint_time * k_d`` and
@@ -35,7 +48,8 @@ Gains datasets
 dataset in the layout of :mod:`daskcal.stages.solve` extended by a ``direction``
 dimension: ``GAIN`` / ``GAIN_FLAG`` (gain_time, gain_frequency, antenna_name,
 direction, receptor); ``CHI2``, ``CONVERGED`` (gain_time, gain_frequency, direction);
-``REF_ANTENNA`` (gain_time, gain_frequency, direction, receptor); per direction
+``REF_ANTENNA`` (gain_time, gain_frequency, direction, receptor); ``MODEL_SCALE``
+(gain_time, gain_frequency, direction; 1 where not fitted); per direction
 ``SOLINT_TIME`` (integrations) and ``APPARENT_FLUX`` (Jy); coordinates as in
 :mod:`daskcal.stages.solve` plus ``direction`` (names), ``direction_ra`` and
 ``direction_dec`` (J2000, radians).
@@ -74,15 +88,99 @@ _TIME_ATTRS = {"type": "time", "units": "s", "format": "unix"}
 _FREQ_ATTRS = {"type": "spectral_coord", "units": "Hz"}
 
 
+_PHASE_MODES = ("scalar_phase", "diagonal_phase")
+#: Bounds of a fitted model flux scale (a direction whose model has no flux behind it keeps
+#: a tenth of it: a zero model would leave its gains, and so its facet, unsolved).
+_SCALE_RANGE = (0.1, 10.0)
+
+
 def _opts(step, ref):
+    start = step.start if step.start != "auto" else (
+        "unit" if step.mode in _PHASE_MODES else "cold")
     return {"mode": step.mode, "max_iter": step.max_iter, "inner_iter": step.inner_iter,
             "tolerance": step.tolerance, "damping": step.damping,
             "damping_every": step.damping_every, "ref_antenna": ref,
-            "min_unflagged_fraction": step.min_unflagged_fraction}
+            "min_unflagged_fraction": step.min_unflagged_fraction, "start": start}
+
+
+def _solve(vis, model, weight, flag, a1, a2, n_ant, t_int, f_int, opts, g0=None):
+    """:func:`solve_multidir` from ``g0`` or as ``opts["start"]`` says ('unit': all gains 1;
+    'cold': its cold start); phase-only modes return unit-modulus gains (the solver's guard
+    against a diverging direction may scale a visit's gains, an amplitude the mode does
+    not have)."""
+    opts = dict(opts)
+    start = opts.pop("start", "cold")
+    if g0 is None and start == "unit":
+        n_time, _, n_chan, _ = vis.shape
+        t_min = int(np.min(t_int))
+        g0 = np.ones((model.shape[0], -(-n_time // t_min), -(-n_chan // f_int), n_ant, 2),
+                     np.complex128)
+    sol = solve_multidir(vis, model, weight, flag, a1, a2, n_ant, t_int, f_int,
+                         initial_gains=g0, **opts)
+    if opts["mode"] in _PHASE_MODES:
+        amp = np.abs(sol.gains)
+        good = np.isfinite(amp) & (amp > 0)
+        gains = np.where(good, sol.gains / np.where(good, amp, 1.0), sol.gains)
+        sol = sol._replace(gains=gains, flags=sol.flags | ~good)
+    return sol
+
+
+def _corrupt(model, gains, flags, a1, a2, t_min, f_int):
+    """``g_p M conj(g_q)`` per direction and sample, complex128 (n_dir, *model.shape[1:]).
+
+    ``gains``, ``flags`` (n_dir, n_t_sol, n_f_sol, n_ant, 2) on the grid of ``t_min``
+    integrations x ``f_int`` channels; a flagged gain predicts nothing.
+    """
+    n_time, _, n_chan, _ = model.shape[1:]
+    g = np.where(flags, 0.0, gains)
+    g = g[:, np.arange(n_time) // t_min][:, :, np.arange(n_chan) // f_int]  # (d, t, f, a, 2)
+    out = np.empty(model.shape, np.complex128)
+    for d in range(model.shape[0]):
+        gp = g[d][:, :, a1].transpose(0, 2, 1, 3)  # (t, bl, f, 2)
+        gq = g[d][:, :, a2].transpose(0, 2, 1, 3)
+        out[d] = model[d] * gp * np.conj(gq)
+    return out
+
+
+def model_flux_scale(vis, predictions, weight, flag) -> np.ndarray:
+    """Real flux scale per direction that best fits the data with all directions at once.
+
+    Minimises ``sum w |V - sum_d s_d P^d|^2`` over real ``s_d`` (weighted linear least
+    squares: ``A s = b``, ``A_dd' = Re sum w conj(P^d) P^d'``, ``b_d = Re sum w conj(P^d) V``).
+
+    Parameters
+    ----------
+    vis : ndarray, complex, shape (n_time, n_bl, n_chan, n_corr)
+        Visibilities, Jy.
+    predictions : ndarray, complex, shape (n_dir, n_time, n_bl, n_chan, n_corr)
+        Each direction's model corrupted by its gains, Jy.
+    weight : ndarray, float, shape of ``vis``
+        Inverse noise variance (<= 0: unused).
+    flag : ndarray of bool, shape of ``vis``
+        True: unused (as are non-finite samples).
+
+    Returns
+    -------
+    ndarray, float64, shape (n_dir,)
+        The scales (unitless); a direction that predicts nothing gets 1, and a negative
+        least-squares scale (no flux of that sign behind a model) is set to 0.
+    """
+    n_dir = predictions.shape[0]
+    w = np.where(flag | ~np.isfinite(vis) | ~np.all(np.isfinite(predictions), axis=0), 0.0,
+                 np.maximum(np.nan_to_num(weight), 0.0)).ravel()
+    v = np.nan_to_num(vis).ravel()
+    p = np.nan_to_num(predictions).reshape(n_dir, -1)
+    a = np.real((np.conj(p) * w) @ p.T)
+    b = np.real((np.conj(p) * w) @ v)
+    live = np.diag(a) > 0
+    scale = np.ones(n_dir)
+    if live.any():
+        scale[live] = np.linalg.lstsq(a[np.ix_(live, live)], b[live], rcond=None)[0]
+    return np.maximum(scale, 0.0)
 
 
 def _dtype(n_rec: int = 2) -> np.dtype:
-    fields = []
+    fields = [("scale", np.float64)]
     for step in ("fast", "slow"):
         fields += [(f"{step}_gain", np.complex128, (n_rec,)), (f"{step}_flag", np.bool_, (n_rec,)),
                    (f"{step}_chi2", np.float64), (f"{step}_conv", np.bool_),
@@ -91,11 +189,22 @@ def _dtype(n_rec: int = 2) -> np.dtype:
 
 
 def _dd_block(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, fast_opts, slow_t,
-              slow_f, slow_opts, dtype):
+              slow_f, slow_opts, scale_iter, dtype):
     """Fast then slow joint solves of one chunk; output on the fast grid (T, F, dir, ant)."""
-    fs = solve_multidir(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, **fast_opts)
+    t_min = int(np.min(fast_t))
+    fs = _solve(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, fast_opts)
+    scale = np.ones(model.shape[0])
+    base = model
+    for _ in range(scale_iter):  # alternate: the model flux scales given the gains, the gains
+        pred = _corrupt(model, fs.gains, fs.flags, a1, a2, t_min, fast_f)
+        scale = np.clip(scale * model_flux_scale(vis, pred, weight, flag), *_SCALE_RANGE)
+        del pred
+        model = base * scale[:, None, None, None, None]
+        fs = _solve(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, fast_opts,
+                    g0=fs.gains)
     n_dir, n_tf, n_ff = fs.gains.shape[:3]
     out = np.zeros((n_tf, n_ff, n_dir, n_ant), dtype)
+    out["scale"] = scale[None, None, :, None]
     out["fast_gain"] = fs.gains.transpose(1, 2, 0, 3, 4)
     out["fast_flag"] = fs.flags.transpose(1, 2, 0, 3, 4)
     out["fast_chi2"] = fs.chi2.transpose(1, 2, 0)[..., None]
@@ -107,16 +216,8 @@ def _dd_block(vis, model, weight, flag, a1, a2, n_ant, fast_t, fast_f, fast_opts
         out["slow_ref"] = out["fast_ref"]
         out["slow_conv"] = True
         return out
-    t_min = int(np.min(fast_t))
-    n_time, _, n_chan, _ = vis.shape
-    g = np.where(fs.flags, 0.0, fs.gains)  # (dir, n_tf, n_ff, ant, 2)
-    g = g[:, np.arange(n_time) // t_min][:, :, np.arange(n_chan) // fast_f]  # (d, t, f, a, 2)
-    corrupted = np.empty(model.shape, np.complex128)
-    for d in range(n_dir):
-        gp = g[d][:, :, a1].transpose(0, 2, 1, 3)  # (t, bl, f, 2)
-        gq = g[d][:, :, a2].transpose(0, 2, 1, 3)
-        corrupted[d] = model[d] * gp * np.conj(gq)
-    ss = solve_multidir(vis, corrupted, weight, flag, a1, a2, n_ant, slow_t, slow_f, **slow_opts)
+    corrupted = _corrupt(model, fs.gains, fs.flags, a1, a2, t_min, fast_f)
+    ss = _solve(vis, corrupted, weight, flag, a1, a2, n_ant, slow_t, slow_f, slow_opts)
     r_t = int(np.min(slow_t)) // t_min
     r_f = slow_f // fast_f
     ti = np.arange(n_tf) // r_t
@@ -163,6 +264,9 @@ def _gains_xds(packed, step: str, xds, t_step, f_step, names, receptors, plan: F
         "REF_ANTENNA": ((*cell, "direction", "receptor"), packed[f"{step}_ref"][:, :, :, 0, :],
                         {"description": "index into antenna_name of the phase reference, "
                                         "-1: none"}),
+        "MODEL_SCALE": ((*cell, "direction"), packed["scale"][..., 0],
+                        {"units": "unitless", "description": "flux scale of each direction's "
+                         "model fitted with the gains (1: not fitted)"}),
         "SOLINT_TIME": ("direction", np.asarray(t_ints, np.int64), {"units": "integrations"}),
         "APPARENT_FLUX": ("direction", plan.apparent_flux_jy, {"units": "Jy"}),
     }
@@ -255,7 +359,7 @@ def solve_facets(xds: xr.Dataset, plan: FacetPlan, phase_centre_rad,
         vis, "TbFc", model, "dTbFc", weight, "TbFc", flag, "TbFc",
         a1, None, a2, None, n_ant, None, fast_t, None, fast_f, None, _opts(fast, ref), None,
         slow_t, None, slow_f, None, None if slow is None else _opts(slow, ref), None,
-        dtype, None,
+        config.model_scale_iter, None, dtype, None,
         new_axes={"a": n_ant},
         adjust_chunks={"T": lambda n: -(-n // t_min), "F": lambda n: -(-n // fast_f)},
         concatenate=True, dtype=dtype, meta=np.empty((0, 0, 0, 0), dtype))
@@ -288,4 +392,4 @@ def solve_facets(xds: xr.Dataset, plan: FacetPlan, phase_centre_rad,
     return tree
 
 
-__all__ = ["cell_axis", "solve_facets"]
+__all__ = ["cell_axis", "model_flux_scale", "solve_facets"]

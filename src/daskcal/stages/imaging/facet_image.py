@@ -5,7 +5,11 @@ facet ``d`` of a :class:`~daskcal.sky.facets.Facets` tiling is imaged on its own
 
 1. (optional, FACTOR's "subtract everything outside the facet") the other directions,
    corrupted by their own DD gains, are subtracted from the data
-   (:func:`daskcal.stages.subtract.subtract` with ``exclude=[d]``);
+   (:func:`daskcal.stages.subtract.subtract` with ``exclude=[d]``); where the gains hold
+   a ``MODEL_SCALE`` per direction (the solve fitted one flux scale per direction's model,
+   :class:`~daskcal.stages.facets.FacetConfig` ``model_scale_iter``), each other
+   direction's model is scaled by it. The scale corrects the *model*, not the data, so
+   facet ``d`` itself is corrected by its gains alone;
 2. the data are corrected with the inverse of direction ``d``'s gains,
    ``V' = G^d_p^-1 V_pq G^d_q^-H`` (:func:`daskcal.stages.apply.apply`: the solution cell
    holding each sample, samples with flagged, zero or singular gains flagged and set to 0);
@@ -121,6 +125,16 @@ def _total(dd_gains: xr.DataTree | xr.Dataset) -> xr.Dataset:
             return dd_gains["total"].to_dataset(inherit=False)
         return dd_gains.to_dataset(inherit=False)
     return dd_gains
+
+
+def _subtraction_gains(gains: xr.Dataset) -> xr.Dataset:
+    """The gains that predict the other directions: ``GAIN sqrt(MODEL_SCALE)`` if the solve
+    fitted a flux scale per direction's model (module notes), else ``gains`` unchanged."""
+    if "MODEL_SCALE" not in gains:
+        return gains
+    scale = np.sqrt(gains["MODEL_SCALE"].clip(min=0.0))
+    gain = (gains["GAIN"] * scale).transpose(*gains["GAIN"].dims)
+    return gains.assign(GAIN=gain.assign_attrs(gains["GAIN"].attrs))
 
 
 def _direction(gains: xr.Dataset, facet: str | int) -> tuple[str, int]:
@@ -273,7 +287,7 @@ def facet_visibilities(node: xr.DataTree, dd_gains: xr.DataTree | xr.Dataset | N
             centre_rad = (float(total["direction_ra"].values[k]),
                           float(total["direction_dec"].values[k]))
         if sky is not None:
-            xds = subtract(xds, sky, total, old, exclude=[name],
+            xds = subtract(xds, sky, _subtraction_gains(total), old, exclude=[name],
                            config=SubtractConfig(data_group=data_group, output="_RESIDUAL",
                                                  output_data_group="_residual"))
             subtracted = [str(d) for d in total["direction"].values if str(d) != name]
