@@ -82,6 +82,7 @@ def run(realdata, tmp_path_factory):
                 else open_observation(store))
         out[step.name] = _by_field(tree.compute(), nodes)
     out["_meta"] = meta
+    out["_result"] = result
     return yaml.safe_load(RECIPE.read_text()), out
 
 
@@ -157,6 +158,23 @@ def test_flux_calibrator_has_the_pb2017_flux_at_its_position(run):
     assert gains["GAIN_FLAG"].values.mean() < 0.25     # band edges and the absent antenna
     solved = ~gains["GAIN_FLAG"].values.all(axis=(2, 3))   # cells of unflagged channels
     assert solved.sum() == 51 and np.all(gains["CONVERGED"].values[solved])
+
+
+def test_weblog_qa_scores_3c286_against_its_model(run):
+    """The image step's QA (reference_sky_model: the PB2017 model) finds 3C286 at its
+    flux and position: scored good, and agreeing with the test's own measurement."""
+    from daskcal.qa.collect import load_step_qa
+
+    _, out = run
+    result = out["_result"]
+    rec = next(r for r in result.provenance["steps"] if r["name"] == "image_fluxcal")
+    qa = load_step_qa(result.run_dir / rec["qa"]["file"])
+    metrics = {m.name: m for m in qa.metrics}
+    flux, astro = metrics["known_source_flux"], metrics["astrometric_offset"]
+    print(flux.reason, "|", astro.reason)
+    assert flux.value < 0.01 and flux.score == 1.0  # |S / S_PB2017 - 1| (MFS at the mean)
+    assert astro.value < 0.05 and astro.score == 1.0  # beams
+    assert metrics["restoring_beam_mismatch"].score == 1.0
 
 
 # ----------------------------------------------------------------------------- 1445+099

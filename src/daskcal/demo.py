@@ -75,14 +75,16 @@ class DemoResult:
     report: dict[str, Any]
 
 
-def _sky_file(truth: Path, path: Path) -> Path:
+def _sky_file(truth: Path, path: Path, name_contains: str | None = None) -> Path:
+    """A simulation's sky (its components whose name contains ``name_contains``, if
+    given) as a BBS sky model file."""
     from daskcal.sky.bbs import write_bbs
     from daskcal.sky.model import SkyModel
 
     sky = SkyModel.from_dataset(xr.open_datatree(truth, engine="zarr")["sky"].to_dataset())
-    # the calibrator's model as a catalogue gives it: its own component, not the A-team
-    keep = np.flatnonzero(np.char.find(sky.name.astype(str), "3C196") >= 0)
-    write_bbs(sky.select(keep), path)
+    if name_contains is not None:
+        sky = sky.select(np.flatnonzero(np.char.find(sky.name.astype(str), name_contains) >= 0))
+    write_bbs(sky, path)
     return path
 
 
@@ -184,7 +186,10 @@ def run_demo(output: str | Path = "daskcal-demo", *, site: str = "local",
             echo(f"demo: simulating {cfg['name']} -> {path}")
             write_simulation(cfg, path, overwrite=True)
         obs[cfg["name"]] = (path, truth)
-    sky = _sky_file(obs["calibrator"][1], data / "3C196.skymodel")
+    # the calibrator's model as a catalogue gives it: its own component, not the A-team
+    sky = _sky_file(obs["calibrator"][1], data / "3C196.skymodel", "3C196")
+    # the target's true sky: the image steps' QA compares its brightest sources (weblog)
+    truth_sky = _sky_file(obs["target"][1], data / "target-truth.skymodel")
     runs = {k: output / k for k in ("calibrator", "target", "facet")}
     echo("demo: lofar-calibrator")
     run_recipe(RECIPES / "lofar-calibrator.yaml", {"calibrator": obs["calibrator"][0]},
@@ -194,11 +199,14 @@ def run_demo(output: str | Path = "daskcal-demo", *, site: str = "local",
     run_recipe(RECIPES / "lofar-target.yaml",
                {"target": obs["target"][0],
                 "calibrator_gains": runs["calibrator"] / "products" / "smooth.zarr"},
-               runs["target"], site=site, echo=echo)
+               runs["target"], site=site, echo=echo,
+               overrides=[f"image_1.reference_sky_model={truth_sky}"])
     echo("demo: lofar-facet")
     run_recipe(RECIPES / "lofar-facet.yaml",
                {"target": runs["target"] / "products" / "apply_1.zarr"},
-               runs["facet"], site=site, echo=echo)
+               runs["facet"], site=site, echo=echo,
+               overrides=[f"{s}.reference_sky_model={truth_sky}"
+                          for s in ("facet_image", "facet_image_2", "facet_image_3")])
     di, facet = _image_of(runs["facet"], "image_di"), _image_of(runs["facet"], "facet_image_3")
     from daskcal.stages.imaging.masks import robust_rms
 

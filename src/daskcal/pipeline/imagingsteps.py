@@ -39,6 +39,10 @@ _BACKEND = Field("auto", description="Where the major cycles grid: 'dask' (lazy,
                 "(the partition loaded once), 'auto' (numpy below in_memory_mb).")
 _IN_MEMORY = Field(512.0, gt=0, description="Largest partition (MB of visibilities, weights "
                    "and flags) that backend 'auto' images in memory.")
+_REFERENCE = Field(None, description="Reference sky model (BBS/makesourcedb, or a .csv "
+                   "catalogue) whose brightest point sources the step's QA finds in the image: "
+                   "fluxes against the model and positional offsets, scored in the weblog "
+                   "(daskcal.qa.sources); none: no comparison.")
 
 
 class ImageStepConfig(ImageConfig):
@@ -49,6 +53,7 @@ class ImageStepConfig(ImageConfig):
                                                    "correction).")
     backend: Literal["auto", "dask", "numpy"] = _BACKEND
     in_memory_mb: float = _IN_MEMORY
+    reference_sky_model: str | None = _REFERENCE
 
 
 def choose_backend(xds: xr.Dataset, backend: str, in_memory_mb: float) -> str:
@@ -84,6 +89,7 @@ class FacetImageStepConfig(FacetImageConfig):
                                                    "mosaic (none: no correction).")
     backend: Literal["auto", "dask", "numpy"] = _BACKEND
     in_memory_mb: float = _IN_MEMORY
+    reference_sky_model: str | None = _REFERENCE
 
 
 def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0,
@@ -216,7 +222,7 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
                                        math.radians(config.merge_radius_arcsec / 3600.0)))
     base = FacetImageConfig.model_validate(config.model_dump(
         exclude={"field_size_deg", "min_component_jy", "merge_radius_arcsec", "primary_beam",
-                 "backend", "in_memory_mb"}))
+                 "backend", "in_memory_mb", "reference_sky_model"}))
     images = image_facets(context.node, gains, facets, base, sky=sky,
                           backend=choose_backend(xds, config.backend, config.in_memory_mb))
     npix = int(image_xds.sizes["l"])
@@ -255,7 +261,7 @@ def _snapshots(xds: xr.Dataset, config, context: StageContext) -> xr.Dataset:
 
 IMAGE = StageSpec("image", ImageStepConfig, _image, "visibility->image",
                   "weighting, w-stacking/projection gridding, CLEAN, primary beam; FITS "
-                  "and thumbnails")
+                  "and thumbnails", file_fields=("reference_sky_model",))
 FACET_SOLVE = StageSpec("facet_solve", FacetSolveStepConfig, _facet_solve,
                         "image+visibility->gains",
                         "calibrator directions from a CLEAN model image, facets, joint DD "
@@ -263,7 +269,7 @@ FACET_SOLVE = StageSpec("facet_solve", FacetSolveStepConfig, _facet_solve,
 FACET_IMAGE = StageSpec("facet_image", FacetImageStepConfig, _facet_image,
                         "image+gains+visibility->image",
                         "facet images with their DD gains (others subtracted) and the "
-                        "primary-beam-corrected field mosaic")
+                        "primary-beam-corrected field mosaic", file_fields=("reference_sky_model",))
 
 CUBE = StageSpec("cube", CubeConfig, _cube, "visibility->image",
                  "spectral cube on a frequency or velocity axis (TOPO/LSRK/BARY) and its "
