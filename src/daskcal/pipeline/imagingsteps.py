@@ -65,6 +65,37 @@ def choose_backend(xds: xr.Dataset, backend: str, in_memory_mb: float) -> str:
     return "numpy" if size <= in_memory_mb * 1e6 else "dask"
 
 
+def driver_threads() -> int:
+    """Threads the in-memory imager's FFTs may use in this (the driver's) process.
+
+    The cluster's worker threads are idle while the driver images a partition in memory,
+    so it uses as many (the distributed client's total; Dask's ``num_workers`` or the
+    cores without one), capped by this machine's cores.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        from distributed import get_client
+
+        n = sum(get_client().nthreads().values())
+    except (ImportError, ValueError):
+        import dask
+
+        n = dask.config.get("num_workers", None) or cores
+    return max(1, min(int(n), cores))
+
+
+def _in_memory_threads(backend: str):
+    """``scipy.fft.set_workers`` for the in-memory backend (nothing for Dask's)."""
+    import contextlib
+
+    import scipy.fft
+
+    return scipy.fft.set_workers(driver_threads()) if backend == "numpy" else \
+        contextlib.nullcontext()
+
+
 class FacetSolveStepConfig(FacetConfig):
     """Settings of the ``facet_solve`` step: the sky model from a CLEAN model image, the
     calibrator selection and facets, and the DD solves."""
@@ -144,8 +175,9 @@ def _image(xds: xr.Dataset, config: ImageStepConfig, context: StageContext) -> x
     from daskcal.stages.imaging import image
     from daskcal.stages.imaging.primary_beam import primary_beam
 
-    img = image(context.node, config,
-                backend=choose_backend(xds, config.backend, config.in_memory_mb))
+    backend = choose_backend(xds, config.backend, config.in_memory_mb)
+    with _in_memory_threads(backend):
+        img = image(context.node, config, backend=backend)
     if config.primary_beam is not None:
         img = primary_beam(img, context.node, config.primary_beam)
     return img
@@ -223,8 +255,9 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
     base = FacetImageConfig.model_validate(config.model_dump(
         exclude={"field_size_deg", "min_component_jy", "merge_radius_arcsec", "primary_beam",
                  "backend", "in_memory_mb", "reference_sky_model"}))
-    images = image_facets(context.node, gains, facets, base, sky=sky,
-                          backend=choose_backend(xds, config.backend, config.in_memory_mb))
+    backend = choose_backend(xds, config.backend, config.in_memory_mb)
+    with _in_memory_threads(backend):
+        images = image_facets(context.node, gains, facets, base, sky=sky, backend=backend)
     npix = int(image_xds.sizes["l"])
     cell = float(image_xds.attrs["cell_rad"])
     regions = [np.asarray(img.attrs["facet_polygon_rad"]) for img in images]
