@@ -29,7 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from daskcal.kernels._jit import njit
-from daskcal.kernels.deconvolution._common import PsfConvolver, check_inputs, max_sidelobe
+from daskcal.kernels.deconvolution._common import (
+    PsfConvolver,
+    check_inputs,
+    max_sidelobe,
+    subtract_shifted,
+)
 
 
 @njit
@@ -65,13 +70,8 @@ def _clark_minor(ii, jj, vals, psf, nx, ny, hw, gain, limit, niter, comp):
 @njit
 def _subtract_components(res, psf, ci, cj, amps):
     """``res -= sum_k amps[k] psf[. - ci[k] + nx, . - cj[k] + ny]`` (exact, direct)."""
-    nx, ny = res.shape
     for k in range(ci.size):
-        a, i0, j0 = amps[k], ci[k], cj[k]
-        for i in range(nx):
-            row = i - i0 + nx
-            for j in range(ny):
-                res[i, j] -= a * psf[row, j - j0 + ny]
+        subtract_shifted(res, psf, ci[k], cj[k], amps[k])
 
 
 def clark_clean(residual, psf, *, gain: float = 0.1, threshold: float = 0.0,
