@@ -165,6 +165,12 @@ def sky_from_image(image_xds: xr.Dataset, min_flux_jy: float = 0.0,
     return sky
 
 
+def _model_sky(image_xds: xr.Dataset, config):
+    """The sky model of the facet steps (the same for the solve and the imaging)."""
+    return sky_from_image(image_xds, config.min_component_jy,
+                          math.radians(config.merge_radius_arcsec / 3600.0))
+
+
 def _centre(context: StageContext) -> np.ndarray:
     from daskcal.pipeline.builtin import phase_centre
 
@@ -188,8 +194,7 @@ def _facet_solve(xds: xr.Dataset, image_xds: xr.Dataset, config: FacetSolveStepC
     from daskcal.stages.facets import plan_facets, solve_facets
 
     centre = _centre(context)
-    sky = sky_from_image(image_xds, config.min_component_jy,
-                         math.radians(config.merge_radius_arcsec / 3600.0))
+    sky = _model_sky(image_xds, config)
     if sky.n_source == 0:
         raise DaskcalError(f"step {context.step}: the model image has no CLEAN components")
     base = FacetConfig.model_validate(config.model_dump(exclude={"min_component_jy",
@@ -250,8 +255,7 @@ def _facet_image(xds: xr.Dataset, gains: xr.Dataset, image_xds: xr.Dataset,
     facets = make_facets(names, np.asarray(gains["direction_ra"].values),
                          np.asarray(gains["direction_dec"].values), centre,
                          math.radians(config.field_size_deg))
-    sky = facets.assign(sky_from_image(image_xds, config.min_component_jy,
-                                       math.radians(config.merge_radius_arcsec / 3600.0)))
+    sky = facets.assign(_model_sky(image_xds, config))
     base = FacetImageConfig.model_validate(config.model_dump(
         exclude={"field_size_deg", "min_component_jy", "merge_radius_arcsec", "primary_beam",
                  "backend", "in_memory_mb", "reference_sky_model"}))
