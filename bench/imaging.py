@@ -230,7 +230,7 @@ def run_daskcal_child(args) -> None:
     import scipy.fft
 
     from daskcal.data import open_observation
-    from daskcal.pipeline.imagingsteps import choose_backend
+    from daskcal.pipeline.imagingsteps import ImageStepConfig, choose_backend
     from daskcal.stages.imaging import image
 
     p = json.loads(args.params)
@@ -241,8 +241,9 @@ def run_daskcal_child(args) -> None:
                threshold_jy=p["threshold_jy"], auto_threshold=None,
                deconvolver=p["deconvolver"],
                max_major=p["max_major"], epsilon=p["epsilon"])
-    # the backend a recipe's image step picks ('auto': in memory below 512 MB of data)
-    backend = choose_backend(node.to_dataset(inherit=False), p["backend"], 512.0)
+    # the backend a recipe's image step picks ('auto': in memory below in_memory_mb)
+    backend = choose_backend(node.to_dataset(inherit=False), p["backend"],
+                             ImageStepConfig.model_fields["in_memory_mb"].default)
     t0 = time.perf_counter()
     # the threads serve the Dask graph (gridding) and the FFTs (scipy.fft: the minor cycle's,
     # and the in-memory backend's gridding FFTs)
