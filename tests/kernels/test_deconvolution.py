@@ -141,15 +141,24 @@ def test_clark_equals_slow_reference(min_active):
         assert cycles > 2 and np.abs(r).max() <= 2e-3
 
 
-def test_clark_fft_and_direct_subtractions_agree_with_the_reference():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_clark_fft_and_direct_subtractions_agree_with_the_reference(workers, monkeypatch):
     """A crowded field: the first cycles have more components than the direct-subtraction
-    limit (FFT pairs), the tail fewer (direct): both exact."""
+    limit (FFT pairs), the tail fewer (direct): both exact, on one thread or two (the
+    direct subtraction shares image rows among the threads: forced at this size)."""
+    import scipy.fft
+
+    from daskcal.kernels.deconvolution import clark
+
+    monkeypatch.setattr(clark, "MIN_PIXELS_PER_THREAD", 1)
     rng = np.random.default_rng(2)
     sky = np.zeros((N, N))
     sky[rng.integers(4, N - 4, 150), rng.integers(4, N - 4, 150)] = rng.uniform(0.05, 1, 150)
     psf = _psf()
     dirty = _dirty(sky, psf)
-    m, r, n = clark_clean(dirty, psf, gain=0.1, threshold=1e-2, niter=20000, max_active=600)
+    with scipy.fft.set_workers(workers):
+        m, r, n = clark_clean(dirty, psf, gain=0.1, threshold=1e-2, niter=20000,
+                              max_active=600)
     rm, rr, rn, cycles = _clark_ref(dirty, psf, 0.1, 1e-2, 20000, 600)
     assert cycles > 20 and n == rn and np.abs(r).max() <= 1e-2  # 26 cycles, 11 direct
     np.testing.assert_allclose(m, rm, rtol=0, atol=1e-10)

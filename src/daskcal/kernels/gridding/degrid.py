@@ -72,24 +72,25 @@ def weighted_rows(g, r0, c0, ku, acc, n, support):
 
 
 @njit(fastmath=FASTMATH_SUM)
-def degrid_es_plane(offsets, n_tiles, n_planes, plane, support_w, iu, iv, yu, yv, yw, coeffs,
+def degrid_es_items(items, n_planes, plane, support_w, offsets, iu, iv, yu, yv, yw, coeffs,
                     coeffs_w, support, lanes, g, out):
-    """Add the plane's contribution to each touching sample: ``out[i] += kw sum ku kv g``.
+    """Add the plane's contribution to the items' samples: ``out[i] += kw sum ku kv g``.
 
-    Parameters are those of :func:`.grid.grid_es_plane` (``g`` the interleaved real view
+    Parameters are those of :func:`.grid.grid_es_items` (``g`` the interleaved real view
     of a grid with a filled guard band; ``ku`` is zero beyond the support, so rows up to
     the next supported trip count may be read); ``out`` is complex128, shape (n,), in
-    index order.
+    index order. Items hold disjoint samples, so threads may share ``out``.
     """
     ku = np.zeros(16, dtype=coeffs.dtype)
     kv = np.zeros(lanes, dtype=coeffs.dtype)
     acc = np.zeros(2 * lanes, dtype=g.dtype)
     p_first = max(plane - max(support_w, 1) + 1, 0)
-    for t in range(n_tiles):
+    for it in range(items.shape[0]):
+        t, i_lo, i_hi = items[it, 0], items[it, 1], items[it, 2]
         for p_lo in range(p_first, plane + 1):
             key = t * n_planes + p_lo
             j = plane - p_lo
-            for i in range(offsets[key], offsets[key + 1]):
+            for i in range(max(offsets[key], i_lo), min(offsets[key + 1], i_hi)):
                 taps_uv(coeffs, yu[i], yv[i], ku, kv, lanes)
                 kw = one_tap(coeffs_w, yw[i], j) if support_w > 0 else 1.0
                 weighted_rows(g, np.uint64(iu[i]), np.uint64(2 * iv[i]), ku, acc,
@@ -151,4 +152,4 @@ def degrid_wproject(gu, gv, w, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0_u,
         out[i] = complex(tot_r, tot_i)
 
 
-__all__ = ["degrid_es_plane", "degrid_wproject", "fill_guard"]
+__all__ = ["degrid_es_items", "degrid_wproject", "fill_guard"]

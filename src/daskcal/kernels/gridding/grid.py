@@ -108,25 +108,30 @@ def one_tap(coeffs, y, j):
 
 
 @njit(fastmath=FASTMATH)
-def grid_es_plane(offsets, n_tiles, n_tiles_v, tile, n_planes, plane, support_w, iu, iv, yu,
-                  yv, yw, val, coeffs, coeffs_w, support, lanes, buf, grid):
-    """Add the samples touching w-plane ``plane`` onto the periodic complex ``grid``.
+def grid_es_items(items, n_tiles_v, tile, n_planes, plane, support_w, offsets, iu, iv, yu, yv,
+                  yw, val, coeffs, coeffs_w, support, lanes, buf, grid):
+    """Add the samples of the work items (all touching w-plane ``plane``) onto ``grid``.
 
-    The samples of one tile (sorted together by the index) are accumulated in the small
-    local buffer ``buf`` (L1/L2-resident, in the accumulation precision), which is then
-    added once onto ``grid`` with wrap-around. Long sums happen in ``buf``, so a
-    complex64 ``grid`` receives only a few additions per cell even when ``buf`` is
-    float64 (double accumulation without a complex128 plane).
+    The samples of one item (part of one tile, see
+    :func:`daskcal.kernels._threads.plane_items`) are accumulated in the small local buffer
+    ``buf`` (L1/L2-resident, in the accumulation precision), which is then added once onto
+    the periodic complex ``grid``. Long sums happen in
+    ``buf``, so a complex64 ``grid`` receives only a few additions per cell even when
+    ``buf`` is float64 (double accumulation without a complex128 plane).
 
     Parameters
     ----------
-    offsets : ndarray, int64, shape (n_tiles * n_planes + 1,)
-        Key offsets of the index (key = tile * n_planes + first plane).
+    items : ndarray, int64, shape (n_items, 3)
+        Rows ``(tile, i0, i1)``: index samples ``i0 .. i1 - 1`` of one tile.
     n_tiles_v, tile : int
         Tiles along v and the tile size (cells); tile ``t`` starts at cell
         ``((t // n_tiles_v) tile, (t % n_tiles_v) tile)``.
+    n_planes, plane : int
+        Planes of the index and the plane gridded.
     support_w : int
         W-kernel support (planes); 0 without w-stacking (every sample, weight 1).
+    offsets : ndarray, int64, shape (n_tiles * n_planes + 1,)
+        Key offsets of the index (key = tile * n_planes + first plane).
     iu, iv, yu, yv, yw, val : ndarrays
         Index columns (see :class:`.index.VisIndex`).
     coeffs, coeffs_w : ndarray, shape (rows, lanes)
@@ -137,6 +142,7 @@ def grid_es_plane(offsets, n_tiles, n_tiles_v, tile, n_planes, plane, support_w,
     buf : ndarray, float32 or float64, shape (>= tile + support, >= 2 (tile + lanes))
         Local accumulation buffer (interleaved real and imaginary parts).
     grid : ndarray, complex, shape (nu, nv)
+        Written only by this call while it runs (threads grid into separate grids).
     """
     nu, nv = grid.shape
     ku = np.zeros(lanes, dtype=coeffs.dtype)
@@ -146,9 +152,8 @@ def grid_es_plane(offsets, n_tiles, n_tiles_v, tile, n_planes, plane, support_w,
     one = coeffs.dtype.type(1.0)
     n_rows = tile + support - 1
     n_cols = tile + lanes - 1
-    for t in range(n_tiles):
-        if offsets[t * n_planes + p_first] == offsets[t * n_planes + plane + 1]:
-            continue
+    for it in range(items.shape[0]):
+        t, i_lo, i_hi = items[it, 0], items[it, 1], items[it, 2]
         u0 = (t // n_tiles_v) * tile
         v0 = (t % n_tiles_v) * tile
         for r in range(n_rows):
@@ -156,7 +161,7 @@ def grid_es_plane(offsets, n_tiles, n_tiles_v, tile, n_planes, plane, support_w,
         for p_lo in range(p_first, plane + 1):
             key = t * n_planes + p_lo
             j = plane - p_lo
-            for i in range(offsets[key], offsets[key + 1]):
+            for i in range(max(offsets[key], i_lo), min(offsets[key + 1], i_hi)):
                 taps_uv(coeffs, yu[i], yv[i], ku, kv, lanes)
                 kw = one_tap(coeffs_w, yw[i], j) if support_w > 0 else one
                 vr = val[i].real * kw
@@ -180,6 +185,18 @@ def grid_es_plane(offsets, n_tiles, n_tiles_v, tile, n_planes, plane, support_w,
                 dst[v0 + c] += complex(src[2 * c], src[2 * c + 1])
             for c in range(split, n_cols):
                 dst[(v0 + c) % nv] += complex(src[2 * c], src[2 * c + 1])
+
+
+@njit
+def add_rows(dst, src, r_lo, r_hi):
+    """``dst[r] += src[r]; src[r] = 0`` for rows ``r_lo .. r_hi - 1`` (reduction of
+    per-thread grids)."""
+    for r in range(r_lo, r_hi):
+        d = dst[r]
+        s = src[r]
+        for c in range(d.shape[0]):
+            d[c] += s[c]
+            s[c] = 0.0
 
 
 @njit
@@ -311,5 +328,5 @@ def grid_wproject(gu, gv, w, val, nu, nv, wt_u, sup_u, len_u, amp_u, aoff_u, xi0
             fr, fi = fr * s, fi * s
 
 
-__all__ = ["COEF_ROWS", "FASTMATH", "fold_guard", "grid_es_plane", "grid_wproject", "one_tap",
-           "taps_uv", "taylor_terms", "wp_entry", "wp_sample"]
+__all__ = ["COEF_ROWS", "FASTMATH", "add_rows", "fold_guard", "grid_es_items", "grid_wproject",
+           "one_tap", "taps_uv", "taylor_terms", "wp_entry", "wp_sample"]

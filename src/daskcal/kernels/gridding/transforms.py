@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from daskcal.kernels import _threads as threads
 from daskcal.kernels._jit import njit
 
 
@@ -91,16 +92,10 @@ def _acc_row(src, sq, out, hy, nv, npix_y, zero):
 
 
 @njit
-def accumulate_screen(grid, npix_x, npix_y, screen_q, step_q, advance, image, zero=False):
-    """``image += Re(pixels * screen)``: pixels from :func:`grid_to_image_inplace`.
-
-    ``screen_q`` (complex) is given on a quadrant (see module docs); with ``advance`` it is
-    multiplied by ``step_q`` afterwards, in the same pass (the next plane's screen). With
-    ``zero`` the whole grid is reset to 0 on the way (ready for the next plane).
-    """
+def _accumulate_rows(grid, npix_x, npix_y, screen_q, step_q, advance, image, zero, q_lo, q_hi):
     nu, nv = grid.shape
     hx, hy = npix_x // 2, npix_y // 2
-    for qi in range(hx + 1):
+    for qi in range(q_lo, q_hi):
         sq = screen_q[qi]
         if hx + qi < npix_x:
             _acc_row(grid[qi % nu], sq, image[hx + qi], hy, nv, npix_y, zero)
@@ -110,9 +105,23 @@ def accumulate_screen(grid, npix_x, npix_y, screen_q, step_q, advance, image, ze
             st = step_q[qi]
             for qj in range(sq.shape[0]):
                 sq[qj] *= st[qj]
-    if zero:
+    if zero and q_lo == 0:
         for r in range(hx, nu - hx):  # rows without pixels
             grid[r, :] = 0.0
+
+
+def accumulate_screen(grid, npix_x, npix_y, screen_q, step_q, advance, image, zero=False):
+    """``image += Re(pixels * screen)``: pixels from :func:`grid_to_image_inplace`.
+
+    ``screen_q`` (complex) is given on a quadrant (see module docs); with ``advance`` it is
+    multiplied by ``step_q`` afterwards, in the same pass (the next plane's screen). With
+    ``zero`` the whole grid is reset to 0 on the way (ready for the next plane). Quadrant
+    rows are shared among :func:`daskcal.kernels._threads.count` threads (each touches
+    its own rows).
+    """
+    args = (grid, npix_x, npix_y, screen_q, step_q, advance, image, zero)
+    threads.run(_accumulate_rows, [args + r for r in threads.ranges(npix_x // 2 + 1,
+                                                                       _threads_for(image))])
 
 
 @njit(inline="always")
@@ -124,17 +133,14 @@ def _place_row(src, sq, dst, hy, nv, npix_y):
 
 
 @njit
-def place_screened(image, screen_q, step_q, advance, grid):
-    """Put ``image * screen`` at the pixel cells of ``grid`` and zero all other cells.
-
-    With ``advance`` the quadrant screen is multiplied by ``step_q`` in the same pass.
-    """
+def _place_rows(image, screen_q, step_q, advance, grid, q_lo, q_hi):
     nu, nv = grid.shape
     npix_x, npix_y = image.shape
     hx, hy = npix_x // 2, npix_y // 2
-    for r in range(hx, nu - hx):  # rows without pixels
-        grid[r, :] = 0.0
-    for qi in range(hx + 1):
+    if q_lo == 0:
+        for r in range(hx, nu - hx):  # rows without pixels
+            grid[r, :] = 0.0
+    for qi in range(q_lo, q_hi):
         sq = screen_q[qi]
         if hx + qi < npix_x:
             dst = grid[qi % nu]
@@ -150,15 +156,40 @@ def place_screened(image, screen_q, step_q, advance, grid):
                 sq[qj] *= st[qj]
 
 
+def place_screened(image, screen_q, step_q, advance, grid):
+    """Put ``image * screen`` at the pixel cells of ``grid`` and zero all other cells.
+
+    With ``advance`` the quadrant screen is multiplied by ``step_q`` in the same pass.
+    Quadrant rows are shared among :func:`daskcal.kernels._threads.count` threads.
+    """
+    args = (image, screen_q, step_q, advance, grid)
+    threads.run(_place_rows, [args + r for r in threads.ranges(image.shape[0] // 2 + 1,
+                                                                  _threads_for(image))])
+
+
 @njit
-def apply_quadrant(image, factor_q):
-    """``image *= factor`` with the factor given on a quadrant (in place)."""
+def _apply_rows(image, factor_q, i_lo, i_hi):
     nx, ny = image.shape
     hx, hy = nx // 2, ny // 2
-    for i in range(nx):
+    for i in range(i_lo, i_hi):
         qi = abs(i - hx)
         for j in range(ny):
             image[i, j] *= factor_q[qi, abs(j - hy)]
+
+
+def apply_quadrant(image, factor_q):
+    """``image *= factor`` with the factor given on a quadrant (in place; rows shared among
+    :func:`daskcal.kernels._threads.count` threads)."""
+    threads.run(_apply_rows, [(image, factor_q) + r
+                              for r in threads.ranges(image.shape[0], _threads_for(image))])
+
+
+#: Pixels per thread below which the screen loops run on one thread.
+MIN_PIXELS_PER_THREAD = 1 << 16
+
+
+def _threads_for(image) -> int:
+    return max(1, min(threads.count(), image.size // MIN_PIXELS_PER_THREAD))
 
 
 def even_fit(func, half_width: float, tol: float = 1e-13) -> np.ndarray:

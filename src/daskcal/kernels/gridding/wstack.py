@@ -15,10 +15,13 @@ Degridding is the exact adjoint, step by step in reverse.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
-from daskcal.kernels.gridding.degrid import degrid_es_plane, fill_guard
-from daskcal.kernels.gridding.grid import COEF_ROWS, grid_es_plane
+from daskcal.kernels import _threads as threads
+from daskcal.kernels.gridding.degrid import degrid_es_items, fill_guard
+from daskcal.kernels.gridding.grid import COEF_ROWS, add_rows, grid_es_items
 from daskcal.kernels.gridding.index import TILE, VisIndex
 from daskcal.kernels.gridding.plan import GriddingPlan
 from daskcal.kernels.gridding.transforms import (
@@ -70,7 +73,7 @@ def _support_w(plan: GriddingPlan) -> int:
 
 
 class _Taps:
-    """Kernel tables of a plan in the compute precision (see :func:`.grid.grid_es_plane`)."""
+    """Kernel tables of a plan in the compute precision (see :func:`.grid.grid_es_items`)."""
 
     def __init__(self, plan: GriddingPlan):
         tap, _, _ = real_dtypes(plan)
@@ -82,8 +85,16 @@ class _Taps:
                          if self.support_w else np.zeros((COEF_ROWS[0], 8), tap))
 
 
+#: Per plan: the quadrant ``y`` and correction (and the screen steps), computed once.
+_QUADRANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _screen_quadrants(plan: GriddingPlan):
-    """``y = n - 1 - nshift`` on a quadrant (None without w) and the correction factor."""
+    """``y = n - 1 - nshift`` on a quadrant (None without w) and the correction factor
+    (cached per plan: read-only)."""
+    got = _QUADRANTS.get(plan)
+    if got is not None:
+        return got[0], got[1]
     nm1 = quadrant_nm1(plan.npix_x, plan.npix_y, plan.pixsize_x, plan.pixsize_y)
     hx, hy = plan.npix_x // 2 + 1, plan.npix_y // 2 + 1
     fu = plan.kernel.fourier(np.arange(hx) / plan.nu)
@@ -96,7 +107,21 @@ def _screen_quadrants(plan: GriddingPlan):
     corr = np.empty(nm1.shape)
     correction_quadrant(fu, fv, nm1, plan.nshift, plan.dw, max(half, 1e-300), coeffs,
                         plan.do_wgridding, plan.divide_by_n, corr)
+    for a in (y, corr):
+        if a is not None:
+            a.flags.writeable = False
+    _QUADRANTS[plan] = (y, corr, {})
     return y, corr
+
+
+def _screen_step(plan: GriddingPlan, y, sign: float) -> np.ndarray:
+    """``exp(sign 2 pi i dw y)`` (cached per plan and sign: read-only)."""
+    steps = _QUADRANTS[plan][2]
+    if sign not in steps:
+        step = unit_phasor((sign * 2.0 * np.pi * plan.dw) * y)
+        step.flags.writeable = False
+        steps[sign] = step
+    return steps[sign]
 
 
 class _Screens:
@@ -116,7 +141,7 @@ class _Screens:
             self.z = np.ones(shape, dtype=np.complex128)
             self.step = self.z
         else:
-            self.step = unit_phasor((sign * 2.0 * np.pi * plan.dw) * y)
+            self.step = _screen_step(plan, y, sign)
 
     def use(self, p: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """``(screen of plane p, step, advance)``; the caller applies and advances it."""
@@ -129,6 +154,36 @@ class _Screens:
         return self.z, self.step, True
 
 
+#: Samples per grid cell above which a plane is gridded by several threads (each onto a
+#: grid of its own, summed afterwards: worth it when the samples outweigh the cells).
+PARALLEL_SAMPLES_PER_CELL = 0.25
+
+
+#: Samples of a plane below which it is degridded on one thread.
+PARALLEL_MIN_SAMPLES = 20_000
+
+
+def _grid_plane(plan, index, taps, p, n_p, target, bufs, private):
+    """Grid plane ``p`` (``n_p`` samples) onto ``target``, on as many threads as pay."""
+    n_threads = threads.count()
+    if n_p < PARALLEL_SAMPLES_PER_CELL * target.size:
+        n_threads = 1
+    groups = threads.plane_items(index.offsets, index.n_tiles, index.n_planes, p,
+                                 taps.support_w, n_threads)
+    while len(bufs) < len(groups):
+        bufs.append(np.zeros_like(bufs[0]))
+    while len(private) < len(groups) - 1:
+        private.append(np.zeros((plan.nu, plan.nv), dtype=target.dtype))
+    grids = [target] + private[:len(groups) - 1]
+    threads.run(grid_es_items, [
+        (items, index.n_tiles_v, TILE, index.n_planes, p, taps.support_w, index.offsets,
+         index.iu, index.iv, index.yu, index.yv, index.yw, index.val, taps.coeffs,
+         taps.coeffs_w, taps.support, taps.lanes, bufs[k], grids[k])
+        for k, items in enumerate(groups)])
+    for g in grids[1:]:  # sum (and zero) the threads' grids, rows shared among threads
+        threads.run(add_rows, [(target, g) + r for r in threads.ranges(plan.nu, len(groups))])
+
+
 def grid_planes(plan: GriddingPlan, index: VisIndex, *, into=None):
     """Grid the indexed samples; yields ``(p, grid_p)`` for each non-empty plane.
 
@@ -136,10 +191,15 @@ def grid_planes(plan: GriddingPlan, index: VisIndex, *, into=None):
     precision reused for all planes, lent as :class:`_Zeroed` (the consumer,
     :func:`planes_to_dirty`, transforms it in place and leaves it zeroed); with ``into``
     (an array of shape ``plan.grid_shape``) each plane is accumulated into ``into[p]``.
+
+    Threads (:func:`daskcal.kernels._threads.count`): a plane with at least
+    :data:`PARALLEL_SAMPLES_PER_CELL` samples per cell is gridded by every thread onto
+    a grid of its own (memory: ``threads - 1`` extra ``(nu, nv)`` grids).
     """
     _, acc, fft = real_dtypes(plan)
     taps = _Taps(plan)
-    buf = np.zeros((TILE + taps.support, 2 * (TILE + taps.lanes)), dtype=acc)
+    bufs = [np.zeros((TILE + taps.support, 2 * (TILE + taps.lanes)), dtype=acc)]
+    private: list[np.ndarray] = []
     grid = None
     if into is None:
         grid = np.empty((plan.nu, plan.nv), dtype=fft)
@@ -149,10 +209,7 @@ def grid_planes(plan: GriddingPlan, index: VisIndex, *, into=None):
         if counts[p] == 0:
             continue
         target = grid if into is None else into[p]
-        grid_es_plane(index.offsets, index.n_tiles, index.n_tiles_v, TILE, index.n_planes, p,
-                      taps.support_w, index.iu, index.iv, index.yu, index.yv, index.yw,
-                      index.val, taps.coeffs, taps.coeffs_w, taps.support, taps.lanes, buf,
-                      target)
+        _grid_plane(plan, index, taps, p, int(counts[p]), target, bufs, private)
         yield (p, _Zeroed(grid)) if into is None else (p, into[p])
 
 
@@ -218,15 +275,21 @@ def predict(plan: GriddingPlan, index: VisIndex, image: np.ndarray) -> np.ndarra
     out = np.zeros(index.val.size, dtype=np.complex128)
     counts = plane_counts(plan, index)
     screens = _Screens(plan, y, 1.0)
+    n_threads = threads.count()
     for p in range(index.n_planes):
         if counts[p] == 0:
             continue
         place_screened(img, *screens.use(p), view)
         image_to_grid_inplace(view, plan.npix_x, plan.npix_y)
         fill_guard(buf, plan.nu, plan.nv)
-        degrid_es_plane(index.offsets, index.n_tiles, index.n_planes, p, taps.support_w,
-                        index.iu, index.iv, index.yu, index.yv, index.yw, taps.coeffs,
-                        taps.coeffs_w, taps.support, taps.lanes, real, out)
+        groups = threads.plane_items(index.offsets, index.n_tiles, index.n_planes, p,
+                                     taps.support_w,
+                                     n_threads if counts[p] >= PARALLEL_MIN_SAMPLES else 1)
+        # items hold disjoint samples: the threads share ``out``
+        threads.run(degrid_es_items, [
+            (items, index.n_planes, p, taps.support_w, index.offsets, index.iu, index.iv,
+             index.yu, index.yv, index.yw, taps.coeffs, taps.coeffs_w, taps.support,
+             taps.lanes, real, out) for items in groups])
     out *= index.val
     np.conjugate(out, out=out, where=index.flipped())
     return out

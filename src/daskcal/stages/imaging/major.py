@@ -31,7 +31,8 @@ import numpy as np
 
 from daskcal.kernels.deconvolution import MultiscaleCleaner, clark_clean, hogbom_clean
 from daskcal.kernels.deconvolution._common import PsfConvolver, max_sidelobe
-from daskcal.kernels.gridding import dirty_image, make_plan, predict_vis, w_range
+from daskcal.kernels.gridding import dirty_image, make_plan, w_range
+from daskcal.kernels.gridding.prepared import PreparedVis
 from daskcal.stages.gridding import GRIDDER_UVW_SIGN, psf_plan
 from daskcal.stages.imaging.masks import robust_rms
 
@@ -76,6 +77,11 @@ class NumpyBackend:
     ``u`` and ``v`` are negated on the way in. The
     gridder is used with ``divide_by_n=False`` so that model pixels are Jy per pixel
     (``V = sum_pix S_pix exp(...)``, the RIME with pixel fluxes).
+
+    The samples' index is built once (:class:`~daskcal.kernels.gridding.prepared.PreparedVis`)
+    and reused by every major cycle; :meth:`residual` degrids and grids without forming
+    the prediction as an array. Gridding, degridding and FFTs use the caller's
+    ``scipy.fft`` worker threads (:mod:`daskcal.kernels._threads`).
     """
 
     uvw_m: np.ndarray
@@ -100,6 +106,7 @@ class NumpyBackend:
                               self.epsilon, **kw)
         self.plan_psf = psf_plan(self.npix, self.cell_rad, self.epsilon, n_vis=self.vis.size,
                                  method=self.method)
+        self.prepared = PreparedVis(self.plan, self.uvw_m, self.freq_hz, self.weight)
 
     @property
     def data(self):
@@ -108,14 +115,15 @@ class NumpyBackend:
 
     def dirty(self, vis) -> np.ndarray:
         """Weighted dirty image (unnormalised), shape (npix, npix)."""
-        return dirty_image(self.uvw_m, self.freq_hz, np.asarray(vis, dtype=np.complex128),
-                           self.weight, plan=self.plan)
+        return self.prepared.dirty(np.asarray(vis, dtype=np.complex128))
 
     def predict(self, model) -> np.ndarray:
-        """Visibilities of a model (Jy/pixel), shape (n_row, n_chan)."""
-        used = (self.weight > 0).astype(np.float64)
-        return predict_vis(np.asarray(model, dtype=np.float64), self.uvw_m, self.freq_hz,
-                           weight=used, plan=self.plan)
+        """Visibilities of a model (Jy/pixel), shape (n_row, n_chan) (0 where unused)."""
+        return self.prepared.predict(np.asarray(model, dtype=np.float64))
+
+    def residual(self, model) -> np.ndarray:
+        """``dirty(vis - predict(model))``, unnormalised, shape (npix, npix)."""
+        return self.prepared.residual_image(self.vis, np.asarray(model, dtype=np.float64))
 
     def psf(self) -> np.ndarray:
         """Unnormalised PSF, shape (2 npix, 2 npix), peak at (npix, npix)."""
@@ -153,7 +161,9 @@ def _minor(cfg, psf, conv, cleaner, residual, limit, niter, mask, final):
 def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any], vis,
                psf: np.ndarray, cfg, *, mask: np.ndarray | None = None,
                dirty_image0: np.ndarray | None = None,
-               noise_jy: float | None = None) -> DeconvolutionResult:
+               noise_jy: float | None = None,
+               residual_of: Callable[[np.ndarray], Any] | None = None
+               ) -> DeconvolutionResult:
     """Major/minor-cycle CLEAN.
 
     Parameters
@@ -176,6 +186,9 @@ def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any]
     noise_jy : float, optional
         Theoretical image noise, Jy/beam: with ``cfg.auto_threshold_noise ==
         "theoretical"`` the auto threshold is ``auto_threshold x noise_jy`` (required then).
+    residual_of : callable, optional
+        ``residual_of(model) -> image``, equal to ``dirty(vis - predict(model))`` but
+        cheaper (e.g. :meth:`NumpyBackend.residual`); used by the major cycles if given.
 
     Returns
     -------
@@ -238,7 +251,8 @@ def deconvolve(dirty: Callable[[Any], Any], predict: Callable[[np.ndarray], Any]
         reached = threshold if done_to_threshold else 0.0
         done += n
         model += comp
-        residual = materialise(dirty(vis - predict(model))) / norm
+        residual = materialise(dirty(vis - predict(model)) if residual_of is None
+                               else residual_of(model)) / norm
         n_major += 1
     log.info("CLEAN stopped (%s) after %d major cycles, %d components", stop, n_major, done)
     return DeconvolutionResult(model, residual, done, n_major, threshold, history, stop)
