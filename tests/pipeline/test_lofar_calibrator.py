@@ -116,6 +116,32 @@ def test_weblog_command_rebuilds_and_rerun_skips(calibrator_run):
     assert again.provenance["qa"]["score"] == result.provenance["qa"]["score"]
 
 
+def test_weblog_pages_drawn_by_cluster_workers_equal_the_serial_ones(calibrator_run):
+    """With a distributed client the step pages are tasks on the workers (processes):
+    the same pages and plots as drawn here one after another."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from daskcal.qa.weblog import build_weblog
+
+    result, _, _ = calibrator_run
+    web = result.run_dir / "weblog"
+    shutil.rmtree(web)
+    build_weblog(result.run_dir)
+    serial = {p.relative_to(web): p.read_bytes() for p in web.rglob("*") if p.is_file()}
+    shutil.rmtree(web)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            build_weblog(result.run_dir, client)
+    pages_drawn = [t for t in stream.data if str(t["key"]).startswith("weblog-page-")]
+    got = {p.relative_to(web): p.read_bytes() for p in web.rglob("*") if p.is_file()}
+    assert set(got) == set(serial) and any(str(k).endswith(".png") for k in got)
+    pages = [k for k in serial if k.suffix == ".html"]
+    assert all(got[k] == serial[k] for k in pages)
+    assert len(pages) == len(result.provenance["steps"]) + 1
+    assert len(pages_drawn) == len(result.provenance["steps"])  # one task per step page
+
+
 def test_headless_chromium_renders_the_weblog(calibrator_run, tmp_path):
     import os
     import subprocess

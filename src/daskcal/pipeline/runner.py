@@ -399,11 +399,23 @@ def _run(recipe: Recipe, paths: dict[str, Path], run_dir: Path, site_name: str,
                                 client, progress, echo, attempt)
                 record["steps"].append(rec)
                 write_provenance(prov_path, record)
+            _publish(recipe, record, result, outputs, run_dir, attempt)
+            write_provenance(prov_path, record)
+            # while the cluster is up: its workers draw the weblog's pages in parallel
+            record["weblog"] = build_run_weblog(run_dir, echo, client)
+            write_provenance(prov_path, record)
     except BaseException:
-        record["status"] = "failed"
-        record["finished"] = now_iso()
-        write_provenance(prov_path, record)
+        if record["status"] != "complete":
+            record["status"] = "failed"
+            record["finished"] = now_iso()
+            write_provenance(prov_path, record)
         raise
+    return result
+
+
+def _publish(recipe: Recipe, record: dict[str, Any], result: RunResult,
+             outputs: dict[str, Path], run_dir: Path, attempt: str) -> None:
+    """Link the products into ``RUN_DIR/products``, summarise the QA, mark the run complete."""
     products_dir = run_dir / "products"
     products_dir.mkdir(exist_ok=True)
     for name in recipe.products:
@@ -421,11 +433,7 @@ def _run(recipe: Recipe, paths: dict[str, Path], run_dir: Path, site_name: str,
     record["qa"] = run_qa_summary(run_dir, record)
     record["status"] = "complete"
     record["finished"] = now_iso()
-    write_provenance(prov_path, record)
-    record["weblog"] = build_run_weblog(run_dir, echo)
-    write_provenance(prov_path, record)
     result.outputs = outputs
-    return result
 
 
 def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,

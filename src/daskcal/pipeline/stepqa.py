@@ -186,8 +186,10 @@ def run_qa_summary(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return overall_score(steps)
 
 
-def build_run_weblog(run_dir: Path, echo: Callable[[str], None]) -> str | None:
-    """Build ``RUN_DIR/weblog`` (None and a logged warning if that fails)."""
+def build_run_weblog(run_dir: Path, echo: Callable[[str], None],
+                     client: Any = None) -> str | None:
+    """Build ``RUN_DIR/weblog`` (None and a logged warning if that fails); with a
+    distributed ``client`` its workers draw the step pages in parallel."""
     import warnings
 
     try:
@@ -196,7 +198,7 @@ def build_run_weblog(run_dir: Path, echo: Callable[[str], None]) -> str | None:
         with warnings.catch_warnings():
             # matplotlib's layout and legend advice is not a reason to lose the weblog
             warnings.filterwarnings("ignore", category=UserWarning)
-            index = build_weblog(run_dir)
+            index = build_weblog(run_dir, client)
     except Exception as exc:  # the weblog must not fail a finished run
         log.warning("weblog not built (%s: %s)", type(exc).__name__, exc)
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -227,13 +228,33 @@ def _step_page(rec: Mapping[str, Any], qa: StepQA | None, run_dir: Path, out: Pa
     return _page(f"step {rec['index']}: {rec['name']}", "\n".join(parts))
 
 
-def build_weblog(run_dir: str | os.PathLike) -> Path:
+def _write_step_page(rec: Mapping[str, Any], qa_file: str | None, run_dir: Path,
+                     out: Path) -> str:
+    """Write the page of one step (and its plots); returns the page's file name."""
+    import warnings
+
+    qa = load_step_qa(run_dir / qa_file) if qa_file else None
+    stem = Path(rec["output"]).name.split(".")[0]
+    with warnings.catch_warnings():
+        # matplotlib's layout and legend advice is not a reason to lose the weblog
+        warnings.filterwarnings("ignore", category=UserWarning)
+        html = _step_page(rec, qa, run_dir, out)
+    tmp = out / f".{stem}.html.tmp"
+    tmp.write_text(html)
+    os.replace(tmp, out / f"{stem}.html")
+    return f"{stem}.html"
+
+
+def build_weblog(run_dir: str | os.PathLike, client: Any = None) -> Path:
     """Build (or rebuild) ``RUN_DIR/weblog`` from a run's provenance and QA files.
 
     Parameters
     ----------
     run_dir : path-like
         A run directory (with ``provenance.json``).
+    client : distributed.Client, optional
+        Draw the step pages as tasks on its workers (one task per step, in parallel; the
+        workers must see ``run_dir``), else here one after another.
 
     Returns
     -------
@@ -251,12 +272,19 @@ def build_weblog(run_dir: str | os.PathLike) -> Path:
     out = run_dir / "weblog"
     (out / "plots").mkdir(parents=True, exist_ok=True)
     qas: list[tuple[dict, StepQA | None]] = []
+    files: list[str | None] = []
     for rec in prov.get("steps", []):
         f = (rec.get("qa") or {}).get("file")
+        files.append(f)
         qas.append((rec, load_step_qa(run_dir / f) if f else None))
-    for rec, qa in qas:
-        stem = Path(rec["output"]).name.split(".")[0]
-        (out / f"{stem}.html").write_text(_step_page(rec, qa, run_dir, out))
+    recs = [rec for rec, _ in qas]
+    if client is None:
+        for rec, f in zip(recs, files, strict=True):
+            _write_step_page(rec, f, run_dir, out)
+    else:  # one task per page: the plots are drawn by the workers' processes in parallel
+        n, tag = len(recs), uuid.uuid4().hex[:8]  # unique: runs may share a scheduler
+        client.gather(client.map(_write_step_page, recs, files, [run_dir] * n, [out] * n,
+                                 key=[f"weblog-page-{tag}-{k}" for k in range(n)]))
     index = out / "index.html"
     index.write_text(_overview(prov, qas, out, run_dir))
     return index
