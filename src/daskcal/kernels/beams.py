@@ -47,8 +47,6 @@ import math
 
 import numpy as np
 
-from daskcal.kernels._jit import njit
-
 #: Speed of light in vacuum, m/s.
 C_M_S: float = 299_792_458.0
 #: Dipole spacing within an HBA tile, m.
@@ -291,23 +289,6 @@ def dipole_element_power(directions_enu, freq_hz: float, *,
     return np.where(up > 0, p, 0.0)
 
 
-@njit
-def _array_factor(dirs, s0, pos, k, out):
-    n_dir, n_pos = dirs.shape[0], pos.shape[0]
-    for i in range(n_dir):
-        dx = dirs[i, 0] - s0[0]
-        dy = dirs[i, 1] - s0[1]
-        dz = dirs[i, 2] - s0[2]
-        re = 0.0
-        im = 0.0
-        for j in range(n_pos):
-            ph = k * (dx * pos[j, 0] + dy * pos[j, 1] + dz * pos[j, 2])
-            re += math.cos(ph)
-            im += math.sin(ph)
-        out[i] = complex(re, im) / n_pos
-    return out
-
-
 def _unit_rows(x, what: str) -> np.ndarray:
     a = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1, 3))
     if not np.all(np.isfinite(a)):
@@ -341,7 +322,9 @@ def array_factor(directions_enu, pointing_enu, positions_m, freq_hz: float) -> n
     if pos.shape[0] == 0:
         raise ValueError("positions_m is empty")
     k = 2.0 * np.pi * float(freq_hz) / C_M_S
-    return _array_factor(dirs, s0, pos, k, np.empty(dirs.shape[0], np.complex128))
+    from daskcal.kernels._beams_jit import array_factor_kernel  # numba: on first use
+
+    return array_factor_kernel(dirs, s0, pos, k, np.empty(dirs.shape[0], np.complex128))
 
 
 def hba_station_voltage(directions_enu, pointing_enu, freq_hz, tile_positions_m,

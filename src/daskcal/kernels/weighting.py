@@ -98,8 +98,15 @@ def _validate(uvw_m, freq_hz, weight, flag):
     if w.shape != shape or f.shape != shape:
         raise ValueError(f"weight and flag must have shape {shape}")
     use = ~f & (w > 0) & np.isfinite(w) & np.isfinite(uvw).all(axis=1)[:, None]
-    return (np.ascontiguousarray(uvw), np.ascontiguousarray(freq), np.ascontiguousarray(w),
-            np.ascontiguousarray(use))
+    return _kernel_array(uvw), _kernel_array(freq), _kernel_array(w), _kernel_array(use)
+
+
+def _kernel_array(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous and writable (copied if not): numba compiles a read-only array
+    (e.g. an xarray index's values) as another type, i.e. another signature."""
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, order="C")
 
 
 def _grid(npix_x, npix_y, pixsize_x_rad, pixsize_y_rad):
@@ -204,7 +211,7 @@ def imaging_weights(uvw_m, freq_hz, weight=None, flag=None, *, npix_x: int, npix
     elif density is None:
         dens = _density_kernel(uvw, freq, w, use, du, dv, nu, nv)
     else:
-        dens = np.ascontiguousarray(density, dtype=np.float64)
+        dens = _kernel_array(np.asarray(density, dtype=np.float64))
         if dens.shape != (nu, nv):
             raise ValueError(f"density must have shape {(nu, nv)}, got {dens.shape}")
     f2 = 0.0

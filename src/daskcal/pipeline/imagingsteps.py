@@ -28,11 +28,13 @@ from pydantic import Field
 from daskcal import DaskcalError
 from daskcal.pipeline.registry import StageContext, StageSpec
 from daskcal.stages.facets.config import FacetConfig
-from daskcal.stages.imaging.config import ImageConfig
-from daskcal.stages.imaging.cube import CubeConfig
-from daskcal.stages.imaging.facet_image import FacetImageConfig
+from daskcal.stages.imaging.config import (
+    CubeConfig,
+    FacetImageConfig,
+    ImageConfig,
+    SnapshotConfig,
+)
 from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig
-from daskcal.stages.imaging.snapshots import SnapshotConfig
 
 _BACKEND = Field("auto", description="Where the major cycles grid: 'dask' (lazy, per chunk: "
                 "memory bounded by the chunks; the data are re-read every cycle), 'numpy' "
@@ -73,9 +75,12 @@ def driver_threads() -> int:
     cores without one), capped by this machine's cores.
     """
     import os
+    import sys
 
     cores = os.cpu_count() or 1
     try:
+        if "distributed" not in sys.modules:  # no client then; importing it costs ~0.2 s
+            raise ImportError
         from distributed import get_client
 
         n = sum(get_client().nthreads().values())

@@ -38,9 +38,25 @@ def gaussian_image(beam: Beam, shape: tuple[int, int], pixsize_x_rad: float,
     ndarray, float64, ``shape``
     """
     cx, cy = (shape[0] // 2, shape[1] // 2) if centre is None else centre
-    l = (np.arange(shape[0])[:, None] - cx) * pixsize_x_rad
-    m = (np.arange(shape[1])[None, :] - cy) * pixsize_y_rad
-    return _gauss(l, m, *beam)
+    i0, i1, j0, j1 = 0, shape[0], 0, shape[1]
+    # exp(-4 ln 2 q) is exactly 0 for q > 800 / (4 ln 2) (exp underflows below -745), and
+    # q >= (l^2 + m^2) / w^2 (w the larger FWHM): only the pixels within w sqrt(800 / 4 ln 2)
+    # (~17 w) of the centre are evaluated, to the same values; the others are 0 (restore's
+    # grid is twice the image, the beam a few pixels)
+    w = max(abs(beam[0]), abs(beam[1]))
+    dx, dy = abs(pixsize_x_rad), abs(pixsize_y_rad)
+    if all(math.isfinite(x) and x > 0 for x in (w, dx, dy)) and \
+            math.isfinite(cx) and math.isfinite(cy):
+        reach = w * math.sqrt(800.0 / FOUR_LN2)
+        hx, hy = reach / dx + 2.0, reach / dy + 2.0
+        if hx < shape[0] and hy < shape[1]:
+            i0, i1 = (min(max(int(math.floor(x)), 0), shape[0]) for x in (cx - hx, cx + hx))
+            j0, j1 = (min(max(int(math.floor(y)), 0), shape[1]) for y in (cy - hy, cy + hy))
+    out = np.zeros(shape)
+    l = (np.arange(i0, i1)[:, None] - cx) * pixsize_x_rad
+    m = (np.arange(j0, j1)[None, :] - cy) * pixsize_y_rad
+    out[i0:i1, j0:j1] = _gauss(l, m, *beam)
+    return out
 
 
 def _gauss(l, m, bmaj, bmin, bpa):
@@ -70,21 +86,37 @@ def main_lobe(psf: np.ndarray, level: float = 0.35) -> tuple[np.ndarray, tuple[i
         Index of the peak.
     """
     psf = np.asarray(psf, dtype=np.float64)
-    pk = np.unravel_index(int(np.argmax(psf)), psf.shape)
-    labels, _ = ndimage.label(psf >= level * psf[pk])
-    return labels == labels[pk], (int(pk[0]), int(pk[1]))
+    ii, jj, peak = _lobe_pixels(psf, level)
+    mask = np.zeros(psf.shape, dtype=bool)
+    mask[ii, jj] = True
+    return mask, peak
 
 
-def beam_from_moments(psf, pixsize_x_rad: float, pixsize_y_rad: float,
-                      level: float = 0.35) -> Beam:
-    """Beam from the second moments of the main lobe, corrected for the truncation.
+def _lobe_pixels(psf: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Indices ``(ii, jj)`` (row-major) of :func:`main_lobe`'s mask, and the peak.
 
-    The intensity-weighted covariance of a Gaussian cut at the contour ``level`` is the
-    full covariance times ``1 + t ln t / (1 - t)`` (``t = level``), which is divided out.
+    Labelled in a window about the peak, grown until the lobe touches none of its edges
+    inside the PSF: then the lobe is also the connected region of the whole PSF (a pixel
+    of the lobe has all its neighbours in the window), found without labelling the whole
+    PSF (twice the image size) for a lobe of a few hundred pixels.
     """
-    psf = np.asarray(psf, dtype=np.float64)
-    mask, (pi, pj) = main_lobe(psf, level)
-    ii, jj = np.nonzero(mask)
+    n0, n1 = psf.shape
+    pk = np.unravel_index(int(np.argmax(psf)), psf.shape)
+    pi, pj = int(pk[0]), int(pk[1])
+    above = level * psf[pi, pj]
+    h = 32
+    while True:
+        i0, i1, j0, j1 = max(pi - h, 0), min(pi + h + 1, n0), max(pj - h, 0), min(pj + h + 1, n1)
+        labels, _ = ndimage.label(psf[i0:i1, j0:j1] >= above)
+        lobe = labels == labels[pi - i0, pj - j0]
+        if not ((i0 > 0 and lobe[0].any()) or (i1 < n0 and lobe[-1].any())
+                or (j0 > 0 and lobe[:, 0].any()) or (j1 < n1 and lobe[:, -1].any())):
+            ii, jj = np.nonzero(lobe)
+            return ii + i0, jj + j0, (pi, pj)
+        h *= 4
+
+
+def _moments_beam(psf, ii, jj, pi, pj, pixsize_x_rad, pixsize_y_rad, level) -> Beam:
     wt = psf[ii, jj] / psf[pi, pj]
     l = (ii - pi) * pixsize_x_rad
     m = (jj - pj) * pixsize_y_rad
@@ -95,6 +127,18 @@ def beam_from_moments(psf, pixsize_x_rad: float, pixsize_y_rad: float,
     vl, vm = evecs[:, 1]
     k = math.sqrt(8.0 * math.log(2.0))
     return _canonical(k * sig_maj, k * sig_min, math.atan2(vl, vm))
+
+
+def beam_from_moments(psf, pixsize_x_rad: float, pixsize_y_rad: float,
+                      level: float = 0.35) -> Beam:
+    """Beam from the second moments of the main lobe, corrected for the truncation.
+
+    The intensity-weighted covariance of a Gaussian cut at the contour ``level`` is the
+    full covariance times ``1 + t ln t / (1 - t)`` (``t = level``), which is divided out.
+    """
+    psf = np.asarray(psf, dtype=np.float64)
+    ii, jj, (pi, pj) = _lobe_pixels(psf, level)
+    return _moments_beam(psf, ii, jj, pi, pj, pixsize_x_rad, pixsize_y_rad, level)
 
 
 def fit_beam(psf, pixsize_x_rad: float, pixsize_y_rad: float, level: float = 0.35) -> Beam:
@@ -117,14 +161,13 @@ def fit_beam(psf, pixsize_x_rad: float, pixsize_y_rad: float, level: float = 0.3
     psf = np.asarray(psf, dtype=np.float64)
     if psf.ndim != 2 or not 0.0 < level < 1.0:
         raise ValueError("psf must be 2-d and 0 < level < 1")
-    mask, (pi, pj) = main_lobe(psf, level)
-    if mask.sum() < 5:
+    ii, jj, (pi, pj) = _lobe_pixels(psf, level)
+    if ii.size < 5:
         raise ValueError("the PSF main lobe has fewer than 5 pixels: the cell is too large")
-    ii, jj = np.nonzero(mask)
     y = psf[ii, jj] / psf[pi, pj]
     l = (ii - pi) * pixsize_x_rad
     m = (jj - pj) * pixsize_y_rad
-    b0 = beam_from_moments(psf, pixsize_x_rad, pixsize_y_rad, level)
+    b0 = _moments_beam(psf, ii, jj, pi, pj, pixsize_x_rad, pixsize_y_rad, level)
     scale = b0.bmaj_rad
 
     def resid(p):

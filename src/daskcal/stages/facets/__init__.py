@@ -12,18 +12,16 @@ FACTOR/Rapthor's facet calibration as Dask graphs:
 
 from __future__ import annotations
 
-from daskcal.stages.facets.config import (
-    DDSolveStep,
-    FacetConfig,
-    FacetError,
-    FacetPlan,
-    gaussian_beam,
-    plan_facets,
-    solint_factors,
-)
-from daskcal.stages.facets.export import read_dd_gains, write_dd_gains, write_dd_h5parm
-from daskcal.stages.facets.solve import cell_axis, solve_facets
+from daskcal._lazy import lazy_exports
 
-__all__ = ["DDSolveStep", "FacetConfig", "FacetError", "FacetPlan", "cell_axis",
-           "gaussian_beam", "plan_facets", "read_dd_gains", "solint_factors", "solve_facets",
-           "write_dd_gains", "write_dd_h5parm"]
+# loaded on first use: ``solve`` imports the DD solvers (numba), which the settings
+# (``FacetConfig``, imported by recipes) do not need
+_EXPORTS = {
+    "DDSolveStep": "config", "FacetConfig": "config", "FacetError": "config",
+    "FacetPlan": "config", "gaussian_beam": "config", "plan_facets": "config",
+    "solint_factors": "config",
+    "read_dd_gains": "export", "write_dd_gains": "export", "write_dd_h5parm": "export",
+    "cell_axis": "solve", "solve_facets": "solve",
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

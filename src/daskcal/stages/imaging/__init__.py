@@ -11,26 +11,37 @@ The major cycle (:func:`deconvolve`) is written around two callables, ``dirty(vi
   centres with their direction-dependent gains; :func:`mosaic` - the field mosaic;
 * :func:`image_cube` - spectral cubes on a user-defined axis, with a continuum image;
 * :func:`snapshot_images` - one image per time interval per subband, as one graph.
+
+Public names load lazily: importing the package (or :mod:`.config`, whose settings classes
+recipes validate) imports neither the gridders nor the deconvolvers.
 """
 
-from daskcal.stages.imaging.backends import DaskBackend, lazy_imaging_weights
-from daskcal.stages.imaging.config import ImageConfig
-from daskcal.stages.imaging.cube import CubeConfig, image_cube
-from daskcal.stages.imaging.facet_image import (
-    FacetImageConfig,
-    facet_pixel_mask,
-    facet_visibilities,
-    image_facets,
-)
-from daskcal.stages.imaging.major import DeconvolutionResult, NumpyBackend, deconvolve
-from daskcal.stages.imaging.masks import region_mask, robust_rms
-from daskcal.stages.imaging.mosaic import mosaic
-from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig, beam_image, pbcor, primary_beam
-from daskcal.stages.imaging.snapshots import SnapshotConfig, snapshot_images
-from daskcal.stages.imaging.stage import image, select_product
+from __future__ import annotations
 
-__all__ = ["CubeConfig", "DaskBackend", "DeconvolutionResult", "FacetImageConfig", "ImageConfig",
-           "NumpyBackend", "PrimaryBeamConfig", "SnapshotConfig", "beam_image", "deconvolve",
-           "facet_pixel_mask", "facet_visibilities", "image", "image_cube", "image_facets",
-           "lazy_imaging_weights", "mosaic", "pbcor", "primary_beam", "region_mask",
-           "robust_rms", "select_product", "snapshot_images"]
+from daskcal._lazy import lazy_exports
+
+# ``mosaic`` and ``primary_beam`` name both a submodule and its function: imported here
+# (they are light), so that the package attribute is the function whoever imports the
+# submodule first
+from daskcal.stages.imaging.mosaic import mosaic as mosaic
+from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig as PrimaryBeamConfig
+from daskcal.stages.imaging.primary_beam import beam_image as beam_image
+from daskcal.stages.imaging.primary_beam import pbcor as pbcor
+from daskcal.stages.imaging.primary_beam import primary_beam as primary_beam
+
+_EXPORTS = {
+    "DaskBackend": "backends", "lazy_imaging_weights": "backends",
+    "CubeConfig": "config", "FacetImageConfig": "config", "ImageConfig": "config",
+    "SnapshotConfig": "config",
+    "image_cube": "cube",
+    "facet_pixel_mask": "facet_image", "facet_visibilities": "facet_image",
+    "image_facets": "facet_image",
+    "DeconvolutionResult": "major", "NumpyBackend": "major", "deconvolve": "major",
+    "region_mask": "masks", "robust_rms": "masks",
+    "snapshot_images": "snapshots",
+    "image": "stage", "select_product": "stage",
+}
+
+__getattr__, __dir__, _lazy_all = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_lazy_all, "PrimaryBeamConfig", "beam_image", "mosaic", "pbcor",
+                  "primary_beam"])

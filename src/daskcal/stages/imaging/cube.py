@@ -45,10 +45,9 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field, model_validator
 
 from daskcal.data.model import ANTENNA_NODE, field_xds_of, quantity_value
-from daskcal.stages.imaging.config import ImageConfig
+from daskcal.stages.imaging.config import CubeConfig
 from daskcal.stages.imaging.stage import image
 
 #: Speed of light, km/s.
@@ -56,55 +55,6 @@ C_KM_S = 299_792.458
 #: FITS ``SPECSYS`` values of the frames.
 SPECSYS = {"TOPO": "TOPOCENT", "LSRK": "LSRK", "BARY": "BARYCENT"}
 _IMAGE_VARS = ("DIRTY", "MODEL", "RESIDUAL", "RESTORED")
-
-
-class CubeConfig(ImageConfig):
-    """Settings of :func:`image_cube`: the imaging settings of ``image`` plus a spectral axis.
-
-    All :class:`~daskcal.stages.imaging.ImageConfig` fields apply to every channel (and to
-    the continuum image).
-    """
-
-    nchan: int | None = Field(None, ge=1, description="Number of output channels (default: "
-                              "enough to cover the input band, frequency axis only).")
-    spectral_axis: Literal["frequency", "velocity"] = Field(
-        "frequency", description="Unit of start and width: frequency (Hz) or velocity (km/s).")
-    start: float | None = Field(None, description="Centre of the first output channel, Hz or "
-                                "km/s in the output frame (default: the first input channel "
-                                "converted at mid-time; frequency axis only).")
-    width: float | None = Field(None, description="Output channel width and spacing, Hz or "
-                                "km/s, non-zero, may be negative (default: the input channel "
-                                "width; frequency axis only).")
-    velocity_convention: Literal["radio", "optical"] = Field(
-        "radio", description="Velocity definition: radio c (f0 - f) / f0 or optical "
-        "c (f0 - f) / f.")
-    rest_freq_hz: float | None = Field(None, gt=0, description="Rest frequency f0, Hz "
-                                       "(needed for a velocity axis; recorded in products).")
-    frame: Literal["TOPO", "LSRK", "BARY"] = Field(
-        "LSRK", description="Frame of the output spectral axis (CASA's default is LSRK).")
-    conversion: Literal["per_time", "mid_time"] = Field(
-        "per_time", description="Assign input channels to output channels with the frame "
-        "conversion of each integration (per_time) or of the middle of the observation.")
-    continuum: bool = Field(True, description="Also make the continuum (MFS) image of all "
-                            "the data.")
-    node_spacing_s: float = Field(600.0, gt=0, description="Largest spacing of the times at "
-                                  "which the Doppler factor is computed with astropy, s.")
-
-    @model_validator(mode="after")
-    def _axis(self):
-        if self.width is not None and self.width == 0:
-            raise ValueError("width must be non-zero")
-        if self.spectral_axis == "velocity":
-            missing = [k for k in ("start", "width", "nchan", "rest_freq_hz")
-                       if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"a velocity axis needs {', '.join(missing)}")
-        return self
-
-    def image_config(self) -> ImageConfig:
-        """The :class:`ImageConfig` part (what each channel image is made with)."""
-        keys = ImageConfig.model_fields.keys()
-        return ImageConfig.model_validate({k: getattr(self, k) for k in keys})
 
 
 # ----------------------------------------------------------------------------- frames

@@ -52,7 +52,6 @@ from typing import Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import ConfigDict, Field, model_validator
 
 from daskcal import DaskcalError
 from daskcal.data.geometry import lmn_of, radec_of_lm
@@ -61,7 +60,7 @@ from daskcal.kernels.phase_shift import phase_shift, shift_geometry
 from daskcal.sky.facets import Facets, point_in_polygon
 from daskcal.sky.model import SkyModel
 from daskcal.stages.apply import ApplyConfig, apply, cell_index
-from daskcal.stages.imaging.config import ImageConfig
+from daskcal.stages.imaging.config import FacetImageConfig
 from daskcal.stages.imaging.stage import image
 from daskcal.stages.solve import antenna_table, group_variables, receptor_labels
 from daskcal.stages.subtract import SubtractConfig, subtract
@@ -72,47 +71,6 @@ _TMP_GROUP, _TMP_VAR = "_facet", "_VISIBILITY_FACET"
 
 class FacetImageError(DaskcalError, ValueError):
     """Facets, gains or imaging settings that do not fit together."""
-
-
-class FacetImageConfig(ImageConfig):
-    """Settings of facet imaging: the ``image`` stage's, per facet, plus the facet layout.
-
-    ``npix`` is the size of every facet image (default: each facet's own, from its
-    polygon, ``padding`` and the cell); the cell is ``cell_arcsec`` (``fov_deg`` is not
-    used: a facet's field is its polygon).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    npix: int | None = Field(None, ge=16, description="Size of every facet image, pixels "
-                             "(even; none: per facet, the smallest even size covering the "
-                             "facet polygon times padding).")
-    padding: float = Field(1.2, ge=1.0, description="Factor on the facet's half-extent about "
-                           "its centre when sizing its image.")
-    centre: Literal["direction", "polygon"] = Field("direction", description="Facet image "
-                                                    "centre: the calibrator direction or the "
-                                                    "centre of the polygon's bounding box.")
-    update_weights: bool = Field(True, description="Scale the weights by |g_p|^2 |g_q|^2 when "
-                                 "correcting (the noise of the corrected data).")
-    subtract_others: bool = Field(True, description="When a sky model is given, subtract the "
-                                  "other directions (with their DD gains) before imaging a "
-                                  "facet.")
-    mask_to_facet: bool = Field(False, description="Clean only inside the facet polygon "
-                                "(combined with mask regions).")
-
-    @model_validator(mode="after")
-    def _cell(self):
-        if self.npix is not None and self.npix % 2:
-            raise ValueError("npix must be even")
-        if self.cell_arcsec is None or self.fov_deg is not None:
-            raise ValueError("give cell_arcsec (not fov_deg): a facet's field is its polygon")
-        return self
-
-    def image_config(self, npix: int) -> ImageConfig:
-        """The :class:`ImageConfig` of one facet image of ``npix`` pixels (``base`` group)."""
-        fields = self.model_dump(include=set(ImageConfig.model_fields))
-        return ImageConfig.model_validate({**fields, "npix": int(npix), "fov_deg": None,
-                                           "data_group": "base"})
 
 
 # ----------------------------------------------------------------------------- gains

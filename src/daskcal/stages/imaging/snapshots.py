@@ -28,62 +28,23 @@ the PSF) and a few images. A block with no usable data gives NaN images.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import ConfigDict, Field
 
 from daskcal.data.model import ANTENNA_NODE, field_xds_of, quantity_value
 from daskcal.kernels import weighting as _w
 from daskcal.kernels.deconvolution import fit_beam, hogbom_clean, restore
 from daskcal.kernels.gridding import dirty_image, make_plan
 from daskcal.stages.gridding import GRIDDER_UVW_SIGN
-from daskcal.stages.imaging.config import ImageGrid
+from daskcal.stages.imaging.config import SnapshotConfig
 from daskcal.stages.imaging.masks import robust_rms
 from daskcal.stages.imaging.stage import select_product
 
 C_M_S = 299_792_458.0
 #: Scalars of the metadata plane (row 0 of the last plane of each block's stack).
 _META = ("BEAM_MAJOR", "BEAM_MINOR", "BEAM_PA", "SUM_WEIGHTS", "N_VIS", "N_ITER")
-
-
-class SnapshotConfig(ImageGrid):
-    """Settings of :func:`snapshot_images`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    npix: int = Field(256, ge=16, description="Image size, pixels (square, even).")
-    cell_arcsec: float | None = Field(None, gt=0, description="Pixel size, arcsec (give "
-                                      "this or fov_deg).")
-    fov_deg: float | None = Field(None, gt=0, description="Field of view, degrees.")
-    interval_s: float = Field(1.0, gt=0, description="Length of a snapshot, s (rounded to a "
-                              "whole number of integrations, at least one).")
-    chan_per_subband: int | None = Field(None, ge=1, description="Channels per subband "
-                                         "(default: all channels in one subband).")
-    data_group: str = Field("base", description="Data group to image.")
-    correlation: str = Field("I", description="'I' (mean of the parallel hands) or one "
-                             "correlation name.")
-    weighting: Literal["natural", "uniform", "briggs"] = Field(
-        "briggs", description="Visibility weighting (densities per snapshot).")
-    robust: float = Field(0.0, ge=-2, le=2, description="Briggs robustness.")
-    taper_arcsec: float | None = Field(None, gt=0, description="Gaussian uv taper as an "
-                                       "image-plane FWHM, arcsec.")
-    epsilon: float = Field(1e-5, ge=1e-12, lt=0.1, description="Gridding accuracy.")
-    method: Literal["wstack", "wproject"] = Field("wstack", description="w-term handling.")
-    niter: int = Field(0, ge=0, description="Hogbom components per snapshot (0: dirty "
-                       "images only).")
-    gain: float = Field(0.1, gt=0, le=1, description="Loop gain of the minor cycle.")
-    threshold_jy: float = Field(0.0, ge=0, description="Absolute CLEAN threshold, Jy/beam.")
-    auto_threshold: float | None = Field(3.0, gt=0, description="Also stop at this many "
-                                         "times the snapshot's robust rms; none to disable.")
-    dtype: Literal["float32", "float64"] = Field("float32", description="Image data type.")
-
-    @property
-    def products(self) -> tuple[str, ...]:
-        """The image variables made."""
-        return ("DIRTY",) if self.niter == 0 else ("DIRTY", "MODEL", "RESIDUAL", "RESTORED")
 
 
 def snapshot_block(uvw, freq, vis, weight, flag, *, plan, plan_psf, cfg: SnapshotConfig):

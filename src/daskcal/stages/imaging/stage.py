@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from daskcal._compute import compute
 from daskcal.data.model import FIELD_NODE
 from daskcal.kernels import weighting as _w
 from daskcal.kernels.deconvolution import fit_beam, restore
@@ -143,8 +144,10 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
     freq = vis_xds["frequency"].values
     uvw = vis_xds["UVW"].data
     if backend == "numpy":
-        uvw_n = np.asarray(uvw).reshape(-1, 3)
-        v, w, f = (np.asarray(x).reshape(-1, freq.size) for x in (vis, wt, fl))
+        # one computation: the columns share their reads
+        uvw_n, v, w, f = compute(uvw, vis, wt, fl)
+        uvw_n = np.asarray(uvw_n).reshape(-1, 3)
+        v, w, f = (np.asarray(x).reshape(-1, freq.size) for x in (v, w, f))
         iw = _w.imaging_weights(uvw_n, freq, w, f, npix_x=npix, npix_y=npix,
                                 pixsize_x_rad=cell, pixsize_y_rad=cell, **_weight_kw(cfg))
         be = NumpyBackend(uvw_n, freq, np.where(iw > 0, v, 0), iw, npix, cell, cfg.epsilon,
@@ -173,7 +176,7 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
         stats = _noise_sums(iw, wt_d)
     else:
         raise ValueError(f"backend must be 'dask' or 'numpy', got {backend!r}")
-    psf, stats = dask.compute(be.psf(), stats)
+    psf, stats = compute(be.psf(), stats)
     psf = materialise(psf)
     noise = _theoretical_noise(*stats)
     norm = psf[npix, npix]
@@ -183,7 +186,8 @@ def image(node: xr.DataTree, config: ImageConfig | dict, *, mask: np.ndarray | N
     dirty0 = materialise(be.dirty(be.data))
     res = deconvolve(be.dirty, be.predict, be.data, psf, cfg,
                      mask=None if (mask is None and not cfg.mask) else user,
-                     dirty_image0=dirty0, noise_jy=noise)
+                     dirty_image0=dirty0, noise_jy=noise,
+                     residual_of=getattr(be, "residual", None))
     psf_n = psf / norm
     beam = fit_beam(psf_n, cell, cell)
     restored = restore(res.model, res.residual, beam, cell, cell)
