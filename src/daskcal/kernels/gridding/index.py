@@ -264,7 +264,8 @@ def build_index(uvw, freq_hz, vis, flag, weight, *, nu, nv, pixsize_x, pixsize_y
         col(np.float64, keep_w), col(np.float64, keep_w), col(np.float64, keep_w),
         col(cdtype, True), col(flat, keep_idx), offsets, ntv, n_planes)
     has_vis = vis is not None
-    vv = vis if has_vis else np.zeros((1, 1), dtype=cdtype)
+    # the dummy has the usual visibility dtype: one compiled signature for both uses
+    vv = vis if has_vis else np.zeros((1, 1), dtype=np.complex128)
     cursor = offsets[:-1].copy()
     _fill(uvw, fu, fv, fw, vv, fl, wt, has_vis, has_flag, has_weight, half_u, half_w, w0,
           inv_dw, float(phase_shift), -1.0 if conjugate else 1.0, _regular(freq_hz), nu, nv,

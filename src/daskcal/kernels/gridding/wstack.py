@@ -91,7 +91,7 @@ _QUADRANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _screen_quadrants(plan: GriddingPlan):
     """``y = n - 1 - nshift`` on a quadrant (None without w) and the correction factor
-    (cached per plan: read-only)."""
+    (cached per plan: do not modify)."""
     got = _QUADRANTS.get(plan)
     if got is not None:
         return got[0], got[1]
@@ -107,20 +107,17 @@ def _screen_quadrants(plan: GriddingPlan):
     corr = np.empty(nm1.shape)
     correction_quadrant(fu, fv, nm1, plan.nshift, plan.dw, max(half, 1e-300), coeffs,
                         plan.do_wgridding, plan.divide_by_n, corr)
-    for a in (y, corr):
-        if a is not None:
-            a.flags.writeable = False
+    # shared by every call on this plan: never modified (kept writeable, as numba compiles
+    # read-only arrays as another type)
     _QUADRANTS[plan] = (y, corr, {})
     return y, corr
 
 
 def _screen_step(plan: GriddingPlan, y, sign: float) -> np.ndarray:
-    """``exp(sign 2 pi i dw y)`` (cached per plan and sign: read-only)."""
+    """``exp(sign 2 pi i dw y)`` (cached per plan and sign: do not modify)."""
     steps = _QUADRANTS[plan][2]
     if sign not in steps:
-        step = unit_phasor((sign * 2.0 * np.pi * plan.dw) * y)
-        step.flags.writeable = False
-        steps[sign] = step
+        steps[sign] = unit_phasor((sign * 2.0 * np.pi * plan.dw) * y)
     return steps[sign]
 
 
