@@ -39,8 +39,9 @@ from daskcal.stages.imaging.primary_beam import PrimaryBeamConfig
 _BACKEND = Field("auto", description="Where the major cycles grid: 'dask' (lazy, per chunk: "
                 "memory bounded by the chunks; the data are re-read every cycle), 'numpy' "
                 "(the partition loaded once), 'auto' (numpy below in_memory_mb).")
-_IN_MEMORY = Field(512.0, gt=0, description="Largest partition (MB of visibilities, weights "
-                   "and flags) that backend 'auto' images in memory.")
+_IN_MEMORY = Field(2048.0, gt=0, description="Largest memory (MB) backend 'auto' lets the "
+                   "in-memory imager take: it needs about IN_MEMORY_BYTES_PER_SAMPLE (128) "
+                   "bytes per (time, baseline, channel) sample of the imaged product.")
 _REFERENCE = Field(None, description="Reference sky model (BBS/makesourcedb, or a .csv "
                    "catalogue) whose brightest point sources the step's QA finds in the image: "
                    "fluxes against the model and positional offsets, scored in the weblog "
@@ -58,13 +59,27 @@ class ImageStepConfig(ImageConfig):
     reference_sky_model: str | None = _REFERENCE
 
 
+#: Memory of the in-memory imager per (time, baseline, channel) sample of the imaged
+#: product (bytes): visibility (complex128) 16, imaging weight 8, flag 1, the gridder's
+#: index and phase factors ~64 (:class:`daskcal.kernels.gridding.prepared.PreparedVis`),
+#: the prediction in index order 16, and slack for the load's temporaries.
+IN_MEMORY_BYTES_PER_SAMPLE = 128
+
+
+def in_memory_bytes(xds: xr.Dataset) -> int:
+    """Estimated memory (bytes) of imaging a partition in memory (backend ``numpy``)."""
+    n = 1
+    for d in ("time", "baseline_id", "frequency"):
+        n *= int(xds.sizes.get(d, 1))
+    return n * IN_MEMORY_BYTES_PER_SAMPLE
+
+
 def choose_backend(xds: xr.Dataset, backend: str, in_memory_mb: float) -> str:
-    """``backend``, with ``auto`` resolved by the size of the partition's data."""
+    """``backend``, with ``auto`` resolved by the in-memory imager's estimated memory
+    (:func:`in_memory_bytes`, whatever other data variables the partition carries)."""
     if backend != "auto":
         return backend
-    size = sum(xds[v].nbytes for v in xds.data_vars
-               if xds[v].dims[:2] == ("time", "baseline_id"))
-    return "numpy" if size <= in_memory_mb * 1e6 else "dask"
+    return "numpy" if in_memory_bytes(xds) <= in_memory_mb * 1e6 else "dask"
 
 
 def driver_threads() -> int:
