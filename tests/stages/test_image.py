@@ -206,11 +206,11 @@ def test_autocorrelations_not_imaged():
                                atol=1e-9)
 
 
-def test_dask_reductions_agree_with_numpy(node):
-    """DaskBackend dirty images: grid and per-chunk image reductions equal NumpyBackend's."""
+def _backends_input(node):
+    """(uvw, freq, vis, imaging weights, cell, NumpyBackend) of the node's Stokes I."""
     import dask.array as da
 
-    from daskcal.stages.imaging import DaskBackend, NumpyBackend, select_product
+    from daskcal.stages.imaging import NumpyBackend, select_product
 
     xds = node.to_dataset(inherit=False)
     vis, w, fl = select_product(xds)
@@ -218,10 +218,20 @@ def test_dask_reductions_agree_with_numpy(node):
     freq = xds["frequency"].values
     cell = math.radians(CELL_AS / 3600)
     uvw = xds["UVW"].data
-    max_w = float(np.abs(np.asarray(uvw)[..., 2]).max())
     nb = NumpyBackend(np.asarray(uvw).reshape(-1, 3), freq,
                       np.asarray(vis).reshape(-1, freq.size), np.asarray(iw).reshape(-1, freq.size),
                       NPIX, cell)
+    return uvw, freq, vis, iw, cell, nb
+
+
+def test_dask_reductions_agree_with_numpy(node):
+    """DaskBackend dirty images: grid and per-chunk image reductions equal NumpyBackend's."""
+    import dask.array as da
+
+    from daskcal.stages.imaging import DaskBackend
+
+    uvw, freq, vis, iw, cell, nb = _backends_input(node)
+    max_w = float(np.abs(np.asarray(uvw)[..., 2]).max())
     ref = nb.dirty(nb.data)
     for reduce in ("grid", "image"):
         be = DaskBackend(uvw, da.from_array(freq, chunks=(vis.chunks[2],)),
@@ -237,17 +247,9 @@ def test_numpy_backend_residual_equals_dirty_of_data_minus_prediction(node):
     import dask.array as da
     import scipy.fft
 
-    from daskcal.stages.imaging import DaskBackend, NumpyBackend, select_product
+    from daskcal.stages.imaging import DaskBackend
 
-    xds = node.to_dataset(inherit=False)
-    vis, w, fl = select_product(xds)
-    iw = da.where(fl, 0.0, w)
-    freq = xds["frequency"].values
-    cell = math.radians(CELL_AS / 3600)
-    uvw = xds["UVW"].data
-    nb = NumpyBackend(np.asarray(uvw).reshape(-1, 3), freq,
-                      np.asarray(vis).reshape(-1, freq.size), np.asarray(iw).reshape(-1, freq.size),
-                      NPIX, cell)
+    uvw, freq, vis, iw, cell, nb = _backends_input(node)
     model = np.zeros((NPIX, NPIX))
     model[NPIX // 2, NPIX // 2], model[NPIX // 3, NPIX // 2 + 7] = 1.5, 0.4
     two_step = nb.dirty(nb.data - nb.predict(model))
