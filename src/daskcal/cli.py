@@ -156,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set or [])
     result = run_recipe(recipe, parse_inputs(args.input or []), args.output, site=args.site,
                         progress=_want_progress(args),
-                        echo=lambda line: print(line, file=sys.stderr, flush=True))
+                        echo=lambda line: print(line, file=sys.stderr, flush=True),
+                        paused_timeout=args.paused_timeout)
     for name, path in result.products.items():
         print(f"product {name}: {path}")
     print(f"provenance: {result.run_dir / 'provenance.json'}")
@@ -354,6 +355,8 @@ def format_summary(summary: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``daskcal`` command."""
+    from daskcal.pipeline.execute import PAUSED_TIMEOUT_S  # stdlib only: cheap
+
     parser = argparse.ArgumentParser(
         prog="daskcal",
         description="Radio-interferometer calibration and imaging as Dask graphs.")
@@ -436,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show progress bars (default: when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--paused-timeout", type=float, default=PAUSED_TIMEOUT_S, metavar="SECONDS",
+                   help="fail a step whose workers stay paused for memory (none running a "
+                        "task) this long, s; 0: wait forever (default: %(default)s)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("submit", help="submit a whole run as a SLURM batch job (the driver, "

@@ -11,15 +11,29 @@ references: a numpy average of the flagged data and the simulator's injected gai
 The peak is each worker's ``VmHWM`` (Linux), read here at the end; provenance records
 the same quantity after each step (:func:`daskcal.pipeline.provenance.peak_memory`; it
 used ``ru_maxrss`` before, which Linux carries over from the process that spawned the
-worker, so every worker reported the test process's size).
+worker, so every worker reported the test process's size). With ``-s`` the fixture
+prints the run's size, times and peaks.
 
 Sizes: 512 MiB is the smallest limit at which this works at all, as a worker process
-with daskcal's stages imported holds about 0.25 GiB before any data (at 384 MiB the
-workers sit above the pause threshold and never resume). The ratio is 1.25 by default
-(the data cannot all be in the workers at once; 1.3 GB, 10-16 minutes on two
-cores, hence opt-in with ``DASKCAL_OUT_OF_CORE=1``); the issue's 4x (4.3 GB, about half an hour) is
-``DASKCAL_OUT_OF_CORE_RATIO=4 pytest tests/pipeline/test_out_of_core.py``, and
-``bench/out_of_core.py`` measures the 16 GB / 2 x 2 GiB case.
+holds about 0.27 GiB once it has imported daskcal's stages and loaded the flagger's
+numba kernels (at 384 MiB the workers sit above the pause threshold and never resume).
+The ratio is 1.25 by default (the data cannot all be in the workers at once; 1.3 GB,
+5 minutes on two cores, peaks 383 and 387 MiB, no pause; hence opt-in with
+``DASKCAL_OUT_OF_CORE=1``). The issue's 4x is ``DASKCAL_OUT_OF_CORE_RATIO=4`` (4.3 GB:
+the recipe in 14-24 minutes on two shared cores, 15-25 minutes with the simulation;
+peak worker memory 434 and 443 MiB; workers paused for a fraction of a second now and
+then from the average step on, never lost), and ``bench/out_of_core.py`` measures the
+16 GB / 2 x 2 GiB case.
+
+The 4x case stalled before (both workers paused at 410-445 MiB for good in the flag
+step). Two causes, both fixed in :mod:`daskcal.pipeline.execute`: ``dask.order``
+deferred every region write of the flag step to the end, so that the input chunks piled
+up (1.2 GB held and spilled after 4 minutes, no region written), and the results kept to
+the end of a step (region markers, QA chunks) made each worker keep the record of
+nearly every task of the step (14 000 per worker), unmanaged memory that grew past
+the pause threshold. Steps now run in region order and release their results as they
+come; a step whose workers stay paused for memory fails with one line
+(``tests/pipeline/test_paused_workers.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from conftest import RECIPES
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.environ.get("DASKCAL_OUT_OF_CORE") != "1",
-                       reason="opt-in (10-16 min on 2 cores, a third of CI's budget): "
+                       reason="opt-in (5 min on 2 cores): "
                               "DASKCAL_OUT_OF_CORE=1 pytest tests/pipeline/test_out_of_core.py"),
 ]
 
@@ -104,6 +118,11 @@ def ooc_run(tmp_path_factory):
                   and m.get("action") in ("remove-worker", "add-worker")]
         after = sorted(client.scheduler_info()["workers"])
         hwm = client.run(_peak_rss)
+    prov = result.provenance
+    print(f"\nout of core: {nbytes / 1e9:.2f} GB on {N_WORKERS} x {MEMORY_LIMIT} "
+          f"(ratio {RATIO}); recipe {prov['started']} -> {prov['finished']}; peak "
+          + ", ".join(f"{v / 2**20:.0f} MiB" for v in hwm.values())
+          + f"; workers removed or added: {len(events)}")
     return {"result": result, "truth": truth, "obs": obs_path, "nbytes": nbytes,
             "limit": limit, "events": events, "workers": (before, after), "lines": lines,
             "peak": hwm}

@@ -42,6 +42,13 @@ import xarray as xr
 from daskcal import DaskcalError
 from daskcal._files import pid_alive
 from daskcal.pipeline.checkpoint import STEP_ATTR, StepStore, store_bytes
+from daskcal.pipeline.execute import (
+    PAUSED_TIMEOUT_S,
+    STEP_GRAPH_CONFIG,
+    WorkersPausedError,
+    compute_step,
+    count_tasks,
+)
 from daskcal.pipeline.imagestep import (
     build_image_tree,
     image_partitions,
@@ -164,46 +171,6 @@ def _scheduler(site_name: str, echo: Callable[[str], None]) -> Iterator[Any]:
         yield client
 
 
-def _n_tasks(writes: list[Any]) -> int:
-    import dask
-
-    if not writes:
-        return 0
-    joined = dask.delayed(list)(writes)
-    graph = joined.__dask_graph__()
-    return len(graph.cull(set(joined.__dask_keys__())))
-
-
-def _execute(writes: list[Any], client: Any | None, progress: bool,
-             extra: Any = None) -> Any:
-    """Compute the region writes (and ``extra``, e.g. QA summaries) in one computation.
-
-    Returns
-    -------
-    The computed ``extra`` (None without it).
-    """
-    import dask
-
-    if not writes and extra is None:
-        return None
-    if client is None:
-        bar: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            bar = ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr)
-        with bar:
-            *_, result = dask.compute(*writes, extra, scheduler="threads")
-        return result
-    futures = client.compute([*writes, extra] if extra is not None else writes)
-    if progress:
-        from distributed import progress as show_progress
-
-        show_progress(futures, notebook=False)  # a text bar: Jupyter shows it too
-    results = client.gather(futures)
-    return results[-1] if extra is not None else None
-
-
 def _build_output(step: Step, obs: xr.DataTree, gains: xr.DataTree | None,
                   images: xr.DataTree | None = None) -> xr.DataTree:
     """The step's lazy output tree: the stage applied to every (selected) partition."""
@@ -320,6 +287,7 @@ def run_recipe(
     overrides: Sequence[str] = (),
     progress: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    paused_timeout: float | None = PAUSED_TIMEOUT_S,
 ) -> RunResult:
     """Run a recipe on named inputs into a run directory, skipping and resuming work.
 
@@ -341,6 +309,11 @@ def run_recipe(
     echo : callable, optional
         Receives one line per event (the dashboard address, each step's fate);
         default: the module's logger.
+    paused_timeout : float or None
+        On a distributed cluster, seconds the workers may stay paused for memory (at
+        least one paused, no task executing anywhere, no task changing state) before the
+        step fails (:class:`RunError`) instead of waiting forever, s; None or 0: wait
+        forever.
 
     Returns
     -------
@@ -349,7 +322,8 @@ def run_recipe(
     Raises
     ------
     RecipeError, RunError, daskcal.DaskcalError
-        Invalid recipe or inputs, a busy run directory (one line).
+        Invalid recipe or inputs, a busy run directory, a step whose workers stayed
+        paused for memory (one line).
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
@@ -371,11 +345,12 @@ def run_recipe(
     (run_dir / "steps").mkdir(exist_ok=True)
     site_name = site or recipe.model.site
     with _lock(run_dir):
-        return _run(recipe, paths, run_dir, site_name, progress, echo)
+        return _run(recipe, paths, run_dir, site_name, progress, echo, paused_timeout)
 
 
 def _run(recipe: Recipe, paths: dict[str, Path], run_dir: Path, site_name: str,
-         progress: bool, echo: Callable[[str], None]) -> RunResult:
+         progress: bool, echo: Callable[[str], None],
+         paused_timeout: float | None = PAUSED_TIMEOUT_S) -> RunResult:
     prov_path = run_dir / "provenance.json"
     previous = {r.get("fingerprint"): r for r in read_provenance(prov_path).get("steps", [])}
     input_fp = {k: path_fingerprint(p) for k, p in paths.items()}
@@ -396,13 +371,13 @@ def _run(recipe: Recipe, paths: dict[str, Path], run_dir: Path, site_name: str,
         with _scheduler(site_name, echo) as client:
             for step in recipe.steps:
                 rec = _run_step(step, recipe, paths, run_dir, fps, outputs, previous,
-                                client, progress, echo, attempt)
+                                client, progress, echo, attempt, paused_timeout)
                 record["steps"].append(rec)
                 write_provenance(prov_path, record)
             _publish(recipe, record, result, outputs, run_dir, attempt)
             write_provenance(prov_path, record)
             # while the cluster is up: its workers draw the weblog's pages in parallel
-            record["weblog"] = build_run_weblog(run_dir, echo, client)
+            record["weblog"] = build_run_weblog(run_dir, echo, client, paused_timeout)
             write_provenance(prov_path, record)
     except BaseException:
         if record["status"] != "complete":
@@ -439,7 +414,8 @@ def _publish(recipe: Recipe, record: dict[str, Any], result: RunResult,
 def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
               fps: dict[str, str], outputs: dict[str, Path], previous: dict[str, Any],
               client: Any | None, progress: bool, echo: Callable[[str], None],
-              attempt: str) -> dict[str, Any]:
+              attempt: str, paused_timeout: float | None = PAUSED_TIMEOUT_S
+              ) -> dict[str, Any]:
     n = len(recipe.steps)
     label = f"step {step.index + 1}/{n} {step.name} ({step.stage.name})"
     config = step.config.model_dump(mode="json")
@@ -493,25 +469,35 @@ def _run_step(step: Step, recipe: Recipe, paths: dict[str, Path], run_dir: Path,
     before = _input_opener(step, paths, outputs, recipe)()
     gains = _open_gains(outputs.get(step.gains) or paths[step.gains]) if step.gains else None
     images = _open_gains(outputs[step.image]) if step.image else None
-    if step.stage.produces_image:
-        echo(f"{label}: imaging")
-        tree = build_image_tree(step, before, gains, images,
-                                lambda t, n, what: _pick(t, n, what, step))
-    elif step.stage.gains_input:
-        tree = _build_gains_output(step, before, _open_source(vis_src))
-    else:
-        tree = _build_output(step, before, gains, images)
-    attrs = {STEP_ATTR: {"recipe": recipe.name, "step": step.name, "stage": step.stage.name}}
-    prepared, regions, done = store.prepare(tree, attrs)
-    todo = [r for r in regions if r.key not in done]
-    status = "resumed" if done else "ran"
-    echo(f"{label}: {len(todo)} of {len(regions)} regions to write"
-         + (f" ({len(done)} written before, resuming)" if done else ""))
-    writes = store.region_writes(prepared, todo, attempt)
-    n_tasks = _n_tasks(writes)
-    lazy_qa = (lazy_step_qa(step, before, prepared)
-               if not done and not step.stage.produces_image else None)
-    summaries = _execute(writes, client, progress, lazy_qa)
+    import dask
+
+    # data steps' graphs with task-based rechunking (see daskcal.pipeline.execute)
+    graph_config = {} if step.stage.produces_image else STEP_GRAPH_CONFIG
+    with dask.config.set(graph_config):
+        if step.stage.produces_image:
+            echo(f"{label}: imaging")
+            tree = build_image_tree(step, before, gains, images,
+                                    lambda t, n, what: _pick(t, n, what, step))
+        elif step.stage.gains_input:
+            tree = _build_gains_output(step, before, _open_source(vis_src))
+        else:
+            tree = _build_output(step, before, gains, images)
+        attrs = {STEP_ATTR: {"recipe": recipe.name, "step": step.name,
+                             "stage": step.stage.name}}
+        prepared, regions, done = store.prepare(tree, attrs)
+        todo = [r for r in regions if r.key not in done]
+        status = "resumed" if done else "ran"
+        echo(f"{label}: {len(todo)} of {len(regions)} regions to write"
+             + (f" ({len(done)} written before, resuming)" if done else ""))
+        writes = store.region_writes(prepared, todo, attempt)
+        lazy_qa = (lazy_step_qa(step, before, prepared)
+                   if not done and not step.stage.produces_image else None)
+    n_tasks = count_tasks(writes)
+    try:
+        summaries = compute_step(writes, client, progress, lazy_qa, label=f"step {step.name}",
+                                 paused_timeout=paused_timeout)
+    except WorkersPausedError as exc:
+        raise RunError(str(exc)) from None
     left = [r.key for r in regions if r.key not in store.marked()]
     if left:
         raise RunError(f"step {step.name}: {len(left)} regions were not written "

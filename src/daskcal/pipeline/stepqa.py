@@ -22,6 +22,7 @@ from typing import Any
 
 import xarray as xr
 
+from daskcal.pipeline.execute import PAUSED_TIMEOUT_S
 from daskcal.pipeline.provenance import now_iso
 from daskcal.pipeline.recipe import Step
 
@@ -131,6 +132,8 @@ def run_product_step(step: Step, run_dir: Path, base: dict[str, Any], old: dict[
                      open_vis: Callable[[], xr.DataTree], label: str,
                      echo: Callable[[str], None]) -> dict[str, Any]:
     """Run (or skip) a ``gains->product`` step; its files go to ``RUN_DIR/products``."""
+    import dask
+
     from daskcal.pipeline.registry import StageContext
     from daskcal.qa.collect import product_qa, save_step_qa
 
@@ -149,13 +152,17 @@ def run_product_step(step: Step, run_dir: Path, base: dict[str, Any], old: dict[
     gains, vis = open_gains(), open_vis()
     products = run_dir / "products"
     files: list[Path] = []
-    for name, child in gains.children.items():
-        if "GAIN" not in child.data_vars:
-            continue
-        node = vis[name] if name in vis.children else child
-        ctx = StageContext(step.name, name, node, output_dir=products)
-        written = step.stage(child.to_dataset(inherit=False), step.config, ctx)
-        files += [Path(p) for p in written]
+    # the product's data are read here, by Dask threads in this process: on a cluster
+    # the whole table would be gathered into one task on one worker (a worker of a
+    # 2 x 512 MiB cluster was killed for memory gathering the gains of a 4.3 GB run)
+    with dask.config.set(scheduler="threads"):
+        for name, child in gains.children.items():
+            if "GAIN" not in child.data_vars:
+                continue
+            node = vis[name] if name in vis.children else child
+            ctx = StageContext(step.name, name, node, output_dir=products)
+            written = step.stage(child.to_dataset(inherit=False), step.config, ctx)
+            files += [Path(p) for p in written]
     rel = [os.path.relpath(f, run_dir) for f in files]
     tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(json.dumps({"fingerprint": base["fingerprint"], "files": rel}) + "\n")
@@ -186,11 +193,40 @@ def run_qa_summary(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return overall_score(steps)
 
 
-def build_run_weblog(run_dir: Path, echo: Callable[[str], None],
-                     client: Any = None) -> str | None:
-    """Build ``RUN_DIR/weblog`` (None and a logged warning if that fails); with a
-    distributed ``client`` its workers draw the step pages in parallel."""
+#: Memory a worker needs below its pause threshold to draw weblog pages (matplotlib,
+#: the figures, a step's QA summaries), bytes.
+WEBLOG_WORKER_MEMORY = 128 * 2**20
+
+
+def _room_for_pages(client: Any) -> bool:
+    """Whether every worker has :data:`WEBLOG_WORKER_MEMORY` below its pause threshold."""
+    import dask
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    try:
+        workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
+    except Exception:
+        return False
+    return bool(workers) and all(
+        not w.get("memory_limit")
+        or w["memory_limit"] * pause - (w.get("metrics") or {}).get("memory", 0)
+        >= WEBLOG_WORKER_MEMORY for w in workers)
+
+
+def build_run_weblog(run_dir: Path, echo: Callable[[str], None], client: Any = None,
+                     paused_timeout: float | None = PAUSED_TIMEOUT_S) -> str | None:
+    """Build ``RUN_DIR/weblog`` (None and a logged warning if that fails).
+
+    With a distributed ``client`` its workers draw the step pages in parallel, unless
+    one of them has less than :data:`WEBLOG_WORKER_MEMORY` left below its pause
+    threshold (the pages are then drawn here, one after another, as they are when the
+    workers stay paused for ``paused_timeout`` seconds, see
+    :func:`daskcal.pipeline.execute.gather_watched`).
+    """
     import warnings
+    from functools import partial
+
+    from daskcal.pipeline.execute import WorkersPausedError, gather_watched
 
     try:
         from daskcal.qa.weblog import build_weblog
@@ -198,7 +234,16 @@ def build_run_weblog(run_dir: Path, echo: Callable[[str], None],
         with warnings.catch_warnings():
             # matplotlib's layout and legend advice is not a reason to lose the weblog
             warnings.filterwarnings("ignore", category=UserWarning)
-            index = build_weblog(run_dir, client)
+            if client is not None and not _room_for_pages(client):
+                log.info("weblog: drawn here, the workers are near their memory limit")
+                client = None
+            gather = None if client is None else partial(
+                gather_watched, client, label="weblog", paused_timeout=paused_timeout)
+            try:
+                index = build_weblog(run_dir, client, gather=gather)
+            except WorkersPausedError as exc:
+                log.warning("%s: drawing it here", exc)
+                index = build_weblog(run_dir)
     except Exception as exc:  # the weblog must not fail a finished run
         log.warning("weblog not built (%s: %s)", type(exc).__name__, exc)
         return None

@@ -81,15 +81,20 @@ def visibility_summary(xds: xr.Dataset) -> xr.Dataset:
     n_t, n_f = xds.sizes["time"], xds.sizes["frequency"]
     kt, kf = _factor(n_t, MAX_PLOT_TIMES), _factor(n_f, MAX_PLOT_CHANNELS)
     flag = xds["FLAG"]
-    good = (~flag).astype(np.float32)
     vis = xds[var]
-    amp = np.abs(vis) * good
-    cvis = vis * good
+    # the unflagged finite samples, and sums that need no NaN skipping: a sum skipping
+    # NaN (xarray's default) adds a zeros_like task per chunk, a full-size array with
+    # no inputs, which the distributed scheduler queues as a root task: the data
+    # chunks it meets wait for it in memory (see tests/pipeline/test_out_of_core.py)
+    use = ~flag & np.isfinite(vis)
+    good = use.astype(np.float32)
+    amp = xr.where(use, np.abs(vis), np.float32(0))
+    cvis = xr.where(use, vis, np.complex64(0))
 
     def per(dims: tuple[str, ...]) -> tuple[xr.DataArray, xr.DataArray]:
-        n = good.sum(dims)
-        a = amp.sum(dims) / n.where(n > 0)
-        c = cvis.sum(dims)
+        n = good.sum(dims, skipna=False)
+        a = amp.sum(dims, skipna=False) / n.where(n > 0)
+        c = cvis.sum(dims, skipna=False)
         p = np.arctan2(c.imag, c.real)
         return a, xr.where(n > 0, p, np.nan)
 

@@ -18,7 +18,7 @@ import html
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,8 @@ def _write_step_page(rec: Mapping[str, Any], qa_file: str | None, run_dir: Path,
     return f"{stem}.html"
 
 
-def build_weblog(run_dir: str | os.PathLike, client: Any = None) -> Path:
+def build_weblog(run_dir: str | os.PathLike, client: Any = None,
+                 gather: Callable[[list[Any]], Any] | None = None) -> Path:
     """Build (or rebuild) ``RUN_DIR/weblog`` from a run's provenance and QA files.
 
     Parameters
@@ -255,6 +256,10 @@ def build_weblog(run_dir: str | os.PathLike, client: Any = None) -> Path:
     client : distributed.Client, optional
         Draw the step pages as tasks on its workers (one task per step, in parallel; the
         workers must see ``run_dir``), else here one after another.
+    gather : callable, optional
+        Waits for the page tasks (their futures) on the workers (default:
+        ``client.gather``); e.g. one that gives up when the workers stay paused for memory
+        (:func:`daskcal.pipeline.execute.gather_watched`).
 
     Returns
     -------
@@ -283,8 +288,9 @@ def build_weblog(run_dir: str | os.PathLike, client: Any = None) -> Path:
             _write_step_page(rec, f, run_dir, out)
     else:  # one task per page: the plots are drawn by the workers' processes in parallel
         n, tag = len(recs), uuid.uuid4().hex[:8]  # unique: runs may share a scheduler
-        client.gather(client.map(_write_step_page, recs, files, [run_dir] * n, [out] * n,
-                                 key=[f"weblog-page-{tag}-{k}" for k in range(n)]))
+        (gather or client.gather)(client.map(
+            _write_step_page, recs, files, [run_dir] * n, [out] * n,
+            key=[f"weblog-page-{tag}-{k}" for k in range(n)]))
     index = out / "index.html"
     index.write_text(_overview(prov, qas, out, run_dir))
     return index

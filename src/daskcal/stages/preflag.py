@@ -153,9 +153,16 @@ def selection_mask(
     lazy = isinstance(vis.data, da.Array)
 
     def vec(values, dims):
-        # small selection vectors as (single-chunk) dask arrays when the data are dask, so that
-        # broadcasting them to the data's shape stays lazy instead of materialising a full mask
-        return xr.DataArray(da.from_array(values, chunks=-1) if lazy else values, dims=dims)
+        # small selection vectors as dask arrays chunked like the data when the data are
+        # dask, so that broadcasting them to the data's shape stays lazy and block by
+        # block: one chunk each would OR them into a single (time, baseline, frequency)
+        # block as large as the observation's samples (79 MiB for a 4 GB observation),
+        # which every rechunked piece of the mask then keeps alive
+        if not lazy:
+            return xr.DataArray(values, dims=dims)
+        dims = (dims,) if isinstance(dims, str) else tuple(dims)
+        chunks = tuple(vis.chunksizes[d] for d in dims)
+        return xr.DataArray(da.from_array(values, chunks=chunks), dims=dims)
 
     mask = vec(bl_sel, "baseline_id") | vec(chan_sel, "frequency") | vec(time_sel, "time")
     if config.elevation_min_deg is not None:
