@@ -108,6 +108,12 @@ def test_write_image_products(restored, sim_node, tmp_path):
         assert im.format == "PNG" and im.size[0] > 100
     with Image.open(files["jpg"]) as im:
         assert im.format == "JPEG"
+    # drawn once, encoded twice: the same picture (to JPEG's loss), and not a blank one
+    with Image.open(files["png"]) as a, Image.open(files["jpg"]) as b:
+        pa = np.asarray(a.convert("RGB"), dtype=float)
+        pb = np.asarray(b.convert("RGB"), dtype=float)
+    assert pa.shape == pb.shape and pa.std() > 20
+    assert np.abs(pa - pb).mean() < 3.0
     with fits.open(files["RESTORED"]) as hdul:
         hdr, data = hdul[0].header, hdul[0].data
     # the start of the first integration, as configured

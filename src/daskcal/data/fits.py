@@ -476,8 +476,9 @@ def write_image_products(image_xds, directory: str | Path, stem: str, *, node=No
 
         thumb, var = _thumbnail_source(image_xds)
         if thumb is not None:
-            for ext in ("png", "jpg"):
-                files[ext] = plot_image(thumb, var, directory / f"{stem}.{ext}")
+            files["png"] = plot_image(thumb, var, directory / f"{stem}.png",
+                                      directory / f"{stem}.jpg")
+            files["jpg"] = directory / f"{stem}.jpg"
     return files
 
 

@@ -41,6 +41,33 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _save_rendered(fig: Any, paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Render ``fig`` once and write it to each path (PNG, or JPEG for ``.jpg``/``.jpeg``).
+
+    ``savefig`` lays out and draws the figure again for every file; a thumbnail wanted
+    as PNG and JPEG is drawn once here and encoded twice.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        canvas.draw()
+    rgba = Image.fromarray(np.asarray(canvas.buffer_rgba()))
+    out = []
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            rgba.convert("RGB").save(tmp, format="JPEG", quality=90)
+        else:
+            rgba.save(tmp, format="PNG")
+        os.replace(tmp, path)
+        out.append(path)
+    return out
+
+
 def _rel_time(t: np.ndarray) -> np.ndarray:
     t = np.asarray(t, np.float64)
     return (t - t[0]) / 60.0 if t.size else t
@@ -209,7 +236,8 @@ def plot_timing(steps: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> 
     return _save(fig, path)
 
 
-def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike) -> Path:
+def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike,
+               *more: str | os.PathLike) -> Path:
     """A sky image (east left, north up) with its colour bar and restoring beam.
 
     Parameters
@@ -220,6 +248,13 @@ def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike) -> Path:
     var : str
     path : path-like
         ``.png`` or ``.jpg``.
+    *more : path-like
+        Further files of the same picture (e.g. a JPEG beside the PNG): drawn once.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     from matplotlib.patches import Ellipse
 
@@ -245,6 +280,8 @@ def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike) -> Path:
     a.set_xlabel("east offset (arcmin)")
     a.set_ylabel("north offset (arcmin)")
     a.set_title(f"{xds.attrs.get('field_name') or ''} {var.lower()}".strip())
+    if more:
+        return _save_rendered(fig, [path, *more])[0]
     return _save(fig, path)
 
 
