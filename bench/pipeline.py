@@ -15,7 +15,13 @@ and reports for each the wall time of :func:`daskcal.pipeline.runner.run_recipe`
 start-up excluded), GB of input per hour and per hour per core, and the peak resident
 memory of every worker (``VmHWM``, see :func:`out_of_core.worker_peak_rss`; the largest
 sampled value is recorded too), then
-the scaling ratio ``wall(1 worker) / wall(2 workers)`` (target: at least 1.7).
+the scaling ratio ``wall(1 worker) / wall(2 workers)`` (target: at least 1.7), and where
+each run's time went (:func:`time_budget`): the CPU time of the driver process (the runner,
+the scheduler and the in-memory imaging all run there) and of the workers, and per step
+the wait before its first task (the driver building and submitting its graph), the share
+of the workers' time spent computing, and the time after its last task (an image step
+images in the driver). The driver's CPU is the serial part of the ratio: with one worker it
+has the other core to itself, with two it takes CPU from them.
 
 The default recipe is ``configs/recipes/lofar-target.yaml`` if it exists, else
 ``configs/recipes/lofar-calibrator.yaml``. Every visibility input of the recipe gets the
@@ -43,6 +49,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,16 +100,82 @@ def calibrator_gains(sim: Simulated, run_dir: Path) -> Path:
     return result.products["smooth"]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (run on each worker), s."""
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
 def timed_run(recipe: Path, sim: Simulated, overrides: list[str], run_dir: Path,
               n_workers: int, memory_limit: str, *, demix: bool, gains: Path | None = None,
-              progress: bool = False) -> RunMeasurement:
-    """One run of ``recipe`` on a fresh cluster of ``n_workers`` x 1 thread."""
+              progress: bool = False) -> tuple[RunMeasurement, dict[str, Any]]:
+    """One run of ``recipe`` on a fresh cluster of ``n_workers`` x 1 thread.
+
+    Returns
+    -------
+    (RunMeasurement, dict)
+        The run, and where its time went (:func:`time_budget`).
+    """
     inputs, sets = recipe_arguments(recipe, sim.path, sim.sky_model, demix=demix,
                                     extra=overrides, gains=gains)
     shutil.rmtree(run_dir, ignore_errors=True)
     with local_cluster(n_workers, 1, memory_limit,
                        str(run_dir.parent / "dask-scratch")) as (_, client, profile):
-        return measure_run(recipe, inputs, sets, run_dir, client, profile, progress=progress)
+        client.get_task_stream(start=time.time())  # installs the scheduler's task stream
+        t0, cpu0 = time.time(), time.process_time()
+        workers0 = client.run(_cpu_seconds)
+        run = measure_run(recipe, inputs, sets, run_dir, client, profile, progress=progress)
+        driver_cpu = time.process_time() - cpu0
+        workers_cpu = sum(v - workers0.get(k, 0.0) for k, v in client.run(_cpu_seconds).items())
+        stream = client.get_task_stream(start=t0)
+    from daskcal.pipeline.provenance import read_provenance
+
+    steps = read_provenance(run_dir / "provenance.json").get("steps", [])
+    return run, time_budget(stream, steps, n_workers, driver_cpu, workers_cpu)
+
+
+def time_budget(stream: list[dict[str, Any]], steps: list[dict[str, Any]], n_workers: int,
+                driver_cpu_s: float, workers_cpu_s: float) -> dict[str, Any]:
+    """Where a run's time went: driver and worker CPU, and per step the workers' share.
+
+    Parameters
+    ----------
+    stream : list of dict
+        The scheduler's task stream (``Client.get_task_stream``): per task its worker and
+        ``startstops`` (action, start, stop; Unix seconds).
+    steps : list of dict
+        The run's provenance steps (``name``, ISO ``start`` and ``end``).
+    n_workers : int
+    driver_cpu_s, workers_cpu_s : float
+        CPU time of this process (runner, scheduler, in-memory imaging) and of all the
+        workers during the run, s.
+
+    Returns
+    -------
+    dict
+        ``driver_cpu_s``, ``workers_cpu_s`` and ``steps``: per step ``first_task_s`` (from
+        the step's start to its first task on a worker: the graph built and submitted by
+        the driver), ``last_task_s`` (from its last task to its end: image steps image in
+        the driver), ``busy`` (the workers' compute time over ``n_workers`` x duration).
+    """
+    computes = [(ss["start"], ss["stop"]) for t in stream for ss in t.get("startstops", ())
+                if ss.get("action") == "compute"]
+    out = []
+    for s in steps:
+        if not s.get("start") or not s.get("end"):
+            continue
+        a = _dt.datetime.fromisoformat(s["start"]).timestamp()
+        b = _dt.datetime.fromisoformat(s["end"]).timestamp()
+        inside = [(x, y) for x, y in computes if a <= x <= b]
+        busy = sum(min(y, b) - x for x, y in inside)
+        out.append({"name": s["name"], "duration_s": round(b - a, 3),
+                    "first_task_s": round(min(x for x, _ in inside) - a, 3) if inside else None,
+                    "last_task_s": round(b - max(y for _, y in inside), 3) if inside else None,
+                    "busy": round(busy / (n_workers * (b - a)), 3) if b > a else None})
+    return {"driver_cpu_s": round(driver_cpu_s, 2), "workers_cpu_s": round(workers_cpu_s, 2),
+            "steps": out}
 
 
 def row(n_workers: int, sim: Simulated, run: RunMeasurement) -> dict[str, Any]:
@@ -139,6 +212,20 @@ def print_table(rows: list[dict[str, Any]], sim: Simulated, recipe: Path,
     print("per step (s): " + "; ".join(
         f"{s['name']} " + "/".join(f"{_step(r, s['name']):.1f}" for r in rows)
         for s in rows[0]["steps"]))
+    for r in rows:
+        b = r.get("time_budget")
+        if not b:
+            continue
+        print(f"{r['n_workers']} worker(s): CPU driver (runner, scheduler, in-memory "
+              f"imaging) {b['driver_cpu_s']:.1f} s, workers {b['workers_cpu_s']:.1f} s; per "
+              "step: wait for the first task s / workers busy % / after the last task s")
+        print("  " + "; ".join(
+            f"{s['name']} {_num(s['first_task_s'])}/{_num(s['busy'], 100, 0)}/"
+            f"{_num(s['last_task_s'])}" for s in b["steps"]))
+
+
+def _num(x: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    return "-" if x is None else f"{x * scale:.{digits}f}"
 
 
 def _step(r: dict[str, Any], name: str) -> float:
@@ -187,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tiny_gains = (calibrator_gains(tiny, work / "warmup-cal") if needs_gains
                           else None)
             timed_run(recipe, tiny, args.overrides, work / "warmup-run", 1, args.memory_limit,
-                      demix=not args.no_demix, gains=tiny_gains)
+                      demix=not args.no_demix, gains=tiny_gains)  # (run, budget) unused
         log(f"simulating {args.size_gb:g} GB")
         sim = simulate(simulation_config(args.size_gb * GB, chunks=args.chunks, **array),
                        work / "obs.zarr", progress=args.progress)
@@ -200,10 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = []
         for n in WORKER_COUNTS:
             log(f"{recipe.name} on {n} worker(s) x 1 thread")
-            run = timed_run(recipe, sim, args.overrides, work / f"run-{n}", n,
-                            args.memory_limit, demix=not args.no_demix, gains=gains,
-                            progress=args.progress)
-            rows.append(row(n, sim, run))
+            run, budget = timed_run(recipe, sim, args.overrides, work / f"run-{n}", n,
+                                    args.memory_limit, demix=not args.no_demix, gains=gains,
+                                    progress=args.progress)
+            rows.append({**row(n, sim, run), "time_budget": budget})
         ok = all(r["status"] == "complete" and r["worker_deaths"] == 0 for r in rows)
         scaling = rows[0]["wall_s"] / rows[1]["wall_s"] if ok else None
         print_table(rows, sim, recipe, scaling)
