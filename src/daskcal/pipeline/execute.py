@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from daskcal import DaskcalError
@@ -84,7 +84,9 @@ def _dependencies(dsk: Mapping[Hashable, Any]) -> dict[Hashable, set[Hashable]]:
     return out
 
 
-def region_ranks(dsk: Mapping[Hashable, Any], sinks: Sequence[Hashable]) -> dict[Hashable, int]:
+def region_ranks(dsk: Mapping[Hashable, Any], sinks: Sequence[Hashable],
+                 dependencies: Mapping[Hashable, Iterable[Hashable]] | None = None
+                 ) -> dict[Hashable, int]:
     """The rank of every task of a step's graph: the first region it is needed for.
 
     Parameters
@@ -94,6 +96,9 @@ def region_ranks(dsk: Mapping[Hashable, Any], sinks: Sequence[Hashable]) -> dict
     sinks : sequence of keys
         The tasks that complete each region (its marker), in the order the regions
         should be written.
+    dependencies : mapping, optional
+        key -> keys it depends on, if known (as :func:`dask.optimization.cull` gives
+        them); else read from the tasks.
 
     Returns
     -------
@@ -104,7 +109,8 @@ def region_ranks(dsk: Mapping[Hashable, Any], sinks: Sequence[Hashable]) -> dict
         inputs are there, and so releases them), or, with no ranked dependency, the
         smallest rank of its dependents.
     """
-    deps = _dependencies(dsk)
+    deps = (_dependencies(dsk) if dependencies is None
+            else {k: {d for d in ds if d in dsk} for k, ds in dependencies.items()})
     dependents: dict[Hashable, list[Hashable]] = defaultdict(list)
     for key, ds in deps.items():
         for d in ds:
@@ -271,17 +277,6 @@ def gather_watched(client: Any, futures: list[Any], *, label: str,
             raise
 
 
-def _cull(dsk: Mapping[Hashable, Any], keys: Sequence[Hashable]) -> dict[Hashable, Any]:
-    deps = _dependencies(dsk)
-    seen, todo = set(keys), list(keys)
-    while todo:
-        for d in deps[todo.pop()]:
-            if d not in seen:
-                seen.add(d)
-                todo.append(d)
-    return {k: v for k, v in dsk.items() if k in seen}
-
-
 def _leaf_delayeds(coll: Any) -> list[Any]:
     """One Delayed per output key (chunk) of a collection, sharing its graph."""
     from dask.core import flatten
@@ -292,8 +287,10 @@ def _leaf_delayeds(coll: Any) -> list[Any]:
             for k in flatten(coll.__dask_keys__())]
 
 
-def _graph(writes: list[Any], colls: list[Any]) -> tuple[dict[Hashable, Any], list[Hashable]]:
-    """The optimised graph of the writes and the collections' chunks, and its output keys.
+def _graph(writes: list[Any], colls: list[Any]
+           ) -> tuple[dict[Hashable, Any], list[Hashable], dict[Hashable, list[Hashable]]]:
+    """The optimised graph of the writes and the collections' chunks, its output keys
+    and every task's dependencies.
 
     The writes and every chunk of the collections are outputs (so that each can be
     gathered and released as soon as it is done: a result a worker keeps also keeps
@@ -303,13 +300,15 @@ def _graph(writes: list[Any], colls: list[Any]) -> tuple[dict[Hashable, Any], li
     """
     import dask
     from dask.base import collections_to_expr
+    from dask.optimization import cull
 
     leaves = [d for c in colls for d in _leaf_delayeds(c)]
     job = dask.delayed([*writes, *leaves])
     expr = collections_to_expr([job], optimize_graph=True).optimize()
     dsk = dict(expr.__dask_graph__())
     keys = list(dict.fromkeys([w.key for w in writes] + [d.key for d in leaves]))
-    return _cull(dsk, keys), keys
+    dsk, deps = cull(dsk, keys)  # the outputs' tasks, without the joining list's
+    return dsk, keys, deps
 
 
 def _nested(keys: Any, values: Mapping[Hashable, Any]) -> Any:
@@ -386,8 +385,8 @@ def compute_step(writes: list[Any], client: Any | None, progress: bool, extra: A
     from distributed import CancelledError, as_completed
 
     colls, repack = unpack_collections(extra)
-    dsk, keys = _graph(writes, colls)
-    ranks = region_ranks(dsk, [w.key for w in writes])
+    dsk, keys, deps = _graph(writes, colls)
+    ranks = region_ranks(dsk, [w.key for w in writes], deps)
     # priority: higher runs first; a builtin callable, so that the scheduler needs no
     # daskcal to unpickle it (a key it does not know: as the first region)
     priority = defaultdict(int, {key: -r for key, r in ranks.items()}).__getitem__
