@@ -27,45 +27,38 @@ def _figure(n_rows: int = 1, n_cols: int = 1, size: tuple[float, float] = (8.0, 
     return fig, axes
 
 
-def _save(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
-    tmp = path.with_name(f".{path.name}.tmp")
+def _save(fig: Any, path: str | os.PathLike, *more: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` (PNG, or JPEG for ``.jpg``/``.jpeg``) and to each of
+    ``more``, each through a temporary file; returns ``path``.
+
+    One file: ``savefig``. Several: the figure is laid out and drawn once and the
+    picture encoded for each (``savefig`` would draw it again for every file).
+    """
+    paths = [Path(p) for p in (path, *more)]
+    rgba = None
     with warnings.catch_warnings():
         # many panels (a gains plot of many directions) can leave constrained layout no
         # room: the figure is still right, only less tidy
         warnings.filterwarnings("ignore", message="constrained_layout not applied")
-        fig.savefig(tmp, format=fmt)
-    os.replace(tmp, path)
-    return path
+        if more:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from PIL import Image
 
-
-def _save_rendered(fig: Any, paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Render ``fig`` once and write it to each path (PNG, or JPEG for ``.jpg``/``.jpeg``).
-
-    ``savefig`` lays out and draws the figure again for every file; a thumbnail wanted
-    as PNG and JPEG is drawn once here and encoded twice.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
-
-    canvas = FigureCanvasAgg(fig)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="constrained_layout not applied")
-        canvas.draw()
-    rgba = Image.fromarray(np.asarray(canvas.buffer_rgba()))
-    out = []
-    for path in map(Path, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            rgba.convert("RGB").save(tmp, format="JPEG", quality=90)
-        else:
-            rgba.save(tmp, format="PNG")
-        os.replace(tmp, path)
-        out.append(path)
-    return out
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            rgba = Image.fromarray(np.asarray(canvas.buffer_rgba()))
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            jpeg = p.suffix.lower() in (".jpg", ".jpeg")
+            tmp = p.with_name(f".{p.name}.tmp")
+            if rgba is None:
+                fig.savefig(tmp, format="jpeg" if jpeg else "png")
+            elif jpeg:
+                rgba.convert("RGB").save(tmp, format="JPEG", quality=90)
+            else:
+                rgba.save(tmp, format="PNG")
+            os.replace(tmp, p)
+    return paths[0]
 
 
 def _rel_time(t: np.ndarray) -> np.ndarray:
@@ -280,9 +273,7 @@ def plot_image(xds: xr.Dataset, var: str, path: str | os.PathLike,
     a.set_xlabel("east offset (arcmin)")
     a.set_ylabel("north offset (arcmin)")
     a.set_title(f"{xds.attrs.get('field_name') or ''} {var.lower()}".strip())
-    if more:
-        return _save_rendered(fig, [path, *more])[0]
-    return _save(fig, path)
+    return _save(fig, path, *more)
 
 
 __all__ = ["plot_antenna_flags", "plot_chi2", "plot_flag_map", "plot_gains", "plot_image",
