@@ -153,28 +153,21 @@ def _direct_write(group: Any, xds: xr.Dataset, names: list[str], region: Region)
     return checkpoint(*(stored if isinstance(stored, tuple) else (stored,)))
 
 
-def _write_region(store: str, xds: xr.Dataset, region: Region, group: Any = None) -> Any:
-    """The lazy write of one region (a Delayed).
-
-    ``group``: the node's zarr group, open, for :func:`_direct_write` (else, and for
-    variables it does not take, ``Dataset.to_zarr``).
-    """
+def _write_region(store: str, group: Any, xds: xr.Dataset, region: Region) -> Any:
+    """The lazy write of one region (a Delayed): :func:`_direct_write` into ``group``
+    (the node's zarr group in ``store``, open), else ``Dataset.to_zarr``."""
     from daskcal.data.zarr_store import quiet_zarr
 
     if region.dim is None:
         names = [n for n in _dask_vars(xds) if not any(d in xds[n].dims for d in REGION_DIMS)]
     else:
         names = [n for n in _dask_vars(xds) if region.dim in xds[n].dims]
-    if group is not None:
-        direct = _direct_write(group, xds, names, region)
-        if direct is not None:
-            return direct
-    if region.dim is None:
-        sub = xds[names]
-        kwargs: dict[str, Any] = {}
-    else:
-        sub = xds[names].isel({region.dim: slice(region.start, region.stop)})
-        kwargs = {"region": {region.dim: slice(region.start, region.stop)}}
+    direct = _direct_write(group, xds, names, region)
+    if direct is not None:
+        return direct
+    span = {} if region.dim is None else {region.dim: slice(region.start, region.stop)}
+    sub = xds[names].isel(span)
+    kwargs: dict[str, Any] = {"region": span} if span else {}
     sub = sub.drop_vars(list(sub.coords)).drop_encoding()
     sub.attrs = {}
     with quiet_zarr():
@@ -302,7 +295,7 @@ class StepStore:
             if region.node not in groups:
                 path = region.node.strip("/")
                 groups[region.node] = root[path] if path else root
-            write = _write_region(str(self.partial), xds, region, groups[region.node])
+            write = _write_region(str(self.partial), groups[region.node], xds, region)
             marker = str(self.progress / f"{region.key}.json")
             out.append(dask.delayed(_mark, pure=False)(write, marker, attempt,
                                                        dask_key_name=f"mark-{region.key}-"
