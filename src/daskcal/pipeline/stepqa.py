@@ -43,10 +43,8 @@ def lazy_step_qa(step: Step, before: xr.DataTree | None,
     Returns
     -------
     dict or None
-        ``{"P/NAME": ({var: DataArray}, attrs)}``: datasets taken apart into their
-        arrays, which is how :func:`dask.compute` takes them reliably together with
-        other collections (whole datasets sharing layers can lose a dependency in
-        dask's graph merge); :func:`as_datasets` puts them together again.
+        ``{"P/NAME": summary}``: Dask collections of a few tasks per data block
+        (:class:`daskcal.qa.lazy.LazySummary`) that compute to datasets.
     """
     from daskcal.qa.collect import step_summaries
 
@@ -56,13 +54,7 @@ def lazy_step_qa(step: Step, before: xr.DataTree | None,
     except Exception as exc:  # QA must not fail a run
         log.warning("step %s: no QA summaries (%s: %s)", step.name, type(exc).__name__, exc)
         return None
-    return {k: ({str(n): v for n, v in ds.data_vars.items()}, dict(ds.attrs))
-            for k, ds in lazy.items()}
-
-
-def as_datasets(parts: dict[str, Any]) -> dict[str, xr.Dataset]:
-    """The inverse of the taking apart done by :func:`lazy_step_qa` (after computing)."""
-    return {k: xr.Dataset(arrays, attrs=attrs) for k, (arrays, attrs) in parts.items()}
+    return dict(lazy)
 
 
 def save_qa(step: Step, run_dir: Path, rec: dict[str, Any],
@@ -71,7 +63,6 @@ def save_qa(step: Step, run_dir: Path, rec: dict[str, Any],
     from daskcal.qa.collect import save_step_qa, score_step
 
     try:
-        summaries = as_datasets(summaries)
         qa = score_step(step.name, step.stage.name, step.stage.kind,
                         step.config.model_dump(mode="json"), summaries, rec["fingerprint"])
         path = save_step_qa(run_dir / QA_DIR, _stem(step), qa, summaries)
@@ -251,5 +242,5 @@ def build_run_weblog(run_dir: Path, echo: Callable[[str], None], client: Any = N
     return str(index.relative_to(run_dir))
 
 
-__all__ = ["QA_DIR", "as_datasets", "build_run_weblog", "lazy_step_qa", "published_step_qa",
+__all__ = ["QA_DIR", "build_run_weblog", "lazy_step_qa", "published_step_qa",
            "run_product_step", "run_qa_summary", "save_qa"]

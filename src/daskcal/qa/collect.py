@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from daskcal.qa.lazy import LazySummary
 from daskcal.qa.metrics import Metric, StepQA, info, score_value
 from daskcal.qa.summary import (
     antenna_flag_fraction,
     ateam_summary,
     flag_only_summary,
+    flagged_solutions_summary,
     gains_summary,
     visibility_summary,
 )
@@ -60,8 +62,9 @@ def _decimal_year(unix_s: float) -> float:
 
 
 def step_summaries(stage: str, kind: str, config: Mapping[str, Any],
-                   before: xr.DataTree | None, after: xr.DataTree) -> dict[str, xr.Dataset]:
-    """The lazy summaries of a step (``{"PARTITION/NAME": dataset}``).
+                   before: xr.DataTree | None, after: xr.DataTree) -> dict[str, LazySummary]:
+    """The lazy summaries of a step (``{"PARTITION/NAME": summary}``; ``dask.compute``
+    makes each an :class:`xarray.Dataset`).
 
     Parameters
     ----------
@@ -74,7 +77,7 @@ def step_summaries(stage: str, kind: str, config: Mapping[str, Any],
     after : xarray.DataTree
         The step's output.
     """
-    out: dict[str, xr.Dataset] = {}
+    out: dict[str, LazySummary] = {}
     if kind.endswith("->visibility"):
         for name in _partitions(after, "VISIBILITY"):
             xds = after[name].to_dataset(inherit=False)
@@ -96,8 +99,7 @@ def step_summaries(stage: str, kind: str, config: Mapping[str, Any],
             if (before is not None and name in before.children
                     and "GAIN_FLAG" in before[name]):
                 f = before[name].to_dataset(inherit=False)["GAIN_FLAG"]
-                out[f"{name}{SEP}before"] = xr.Dataset(
-                    {"FLAGGED_SOLUTIONS": f.astype(np.float32).mean()})
+                out[f"{name}{SEP}before"] = flagged_solutions_summary(f)
     return out
 
 
