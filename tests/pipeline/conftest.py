@@ -8,19 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tiny_observation import TINY
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 
-#: A tiny LOFAR-like observation: 4 stations (6 baselines), 20 integrations of 10 s,
-#: 4 channels, a 100 Jy point source at the phase centre, gains and thermal noise.
-TINY = {
-    "name": "tiny", "lofar": {"n_core": 3, "n_remote": 1, "split_core": False},
-    "n_chan": 4, "duration_s": 200, "integration_s": 10,
-    "chunks": {"time": 2, "frequency": 4},
-    "sky": {"preset": "none", "components": [
-        {"name": "cal", "ra_deg": 123.4, "dec_deg": 48.2, "flux_jy": 100.0}]},
-    "noise": {"enabled": True}, "seed": 3,
-}
 
 TOY_MODULE = '''
 """A toy stage plug-in: scales VISIBILITY, slowly, logging every block it computes."""

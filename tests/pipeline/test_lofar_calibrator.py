@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import RECIPES
 from daskcal.data.h5parm import read_h5parm
 from daskcal.pipeline.recipe import RecipeError, load_recipe, validate_recipe
 from daskcal.pipeline.runner import run_recipe
+
+# the recipes (from this file: workers unpickle test functions by module name, and
+# another tests/ directory has a conftest of its own)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,15 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import RECIPES
+# the recipes (from this file: workers unpickle test functions by module name, and
+# another tests/ directory has a conftest of its own)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
+
 
 pytestmark = [
     pytest.mark.slow,

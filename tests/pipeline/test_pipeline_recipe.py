@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import RECIPES
 from daskcal.cli import main
 from daskcal.pipeline.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
 from daskcal.pipeline.schema import recipe_schema
+
+# the recipes (from this file: workers unpickle test functions by module name, and
+# another tests/ directory has a conftest of its own)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 
 
 def _recipe(steps, **extra):

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import yaml
+from tiny_observation import TINY
 
-from conftest import TINY
 from daskcal.data.zarr_store import open_zarr
 from daskcal.pipeline.runner import run_recipe
 

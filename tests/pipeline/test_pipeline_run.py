@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import RECIPES
 from daskcal.data.zarr_store import open_zarr
 from daskcal.pipeline.runner import RunError, run_recipe
+
+# the recipes (from this file: workers unpickle test functions by module name, and
+# another tests/ directory has a conftest of its own)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 
 
 def _run(tmp_path, tiny, recipe="preprocess", sets=(), out="run", **kw):

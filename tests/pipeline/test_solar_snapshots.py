@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import RECIPES
 from daskcal.pipeline.runner import run_recipe
+
+# the recipes (from this file: workers unpickle test functions by module name, and
+# another tests/ directory has a conftest of its own)
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 
 #: Two simultaneous beams of 14 core stations, 12 x 1 s, 8 channels (2 subbands of 4),
 #: the same station gains (same seed), no beam.
