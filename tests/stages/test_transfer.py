@@ -91,6 +91,48 @@ def test_phase_wraps_in_frequency_are_unwrapped():
     np.testing.assert_allclose(out[:, :, 1], np.broadcast_to(expect, out[:, :, 1].shape))
 
 
+@pytest.mark.parametrize("config", [TransferConfig(), TransferConfig(fill_flagged=True),
+                                    TransferConfig(time_mode="nearest", freq_mode="nearest")])
+def test_blocks_of_new_times_use_a_window_and_get_the_whole_tables_answer(config, monkeypatch):
+    """A block of target times interpolates only the solutions around it (the work of a
+    block must not grow with the calibrator table), with the answer of the whole table."""
+    import daskcal.stages.transfer as tr
+
+    rng = np.random.default_rng(11)
+    n_t, n_ant = 300, 5
+    t = np.cumsum(rng.uniform(5.0, 15.0, n_t))
+    f = np.array([1.0e8, 1.1e8, 1.15e8, 1.3e8, 1.32e8])
+    shape = (n_t, f.size, n_ant, 2)
+    drift = rng.uniform(-1.5, 1.5, (1, 1, n_ant, 2)) * np.arange(n_t)[:, None, None, None]
+    g = rng.uniform(0.8, 1.2, shape) * np.exp(1j * (drift + rng.uniform(-0.3, 0.3, shape)))
+    flag = rng.random(shape) < 0.1
+    flag[:, :, 2] = True                    # an antenna flagged throughout
+    flag[10:, :, 3] = True                  # one with solutions at the start only
+    flag[100:140, :, 4, 1] = True           # a gap longer than a block
+    flag[200:, 3, 1] = True                 # a channel lost half way
+    g[flag & (rng.random(shape) < 0.5)] = np.nan
+    new_t = np.linspace(t[0] - 50.0, t[-1] + 50.0, 1000)
+    new_f = np.array([0.95e8, 1.05e8, 1.2e8, 1.31e8, 1.4e8])
+    whole, whole_flags = interpolate_gains(g, flag, t, f, new_t, new_f, ref=1, config=config)
+    sizes = []
+    real = tr._interpolate
+    monkeypatch.setattr(tr, "_interpolate", lambda g, *a: sizes.append(len(g)) or real(g, *a))
+    for a in range(0, new_t.size, 37):
+        part, part_flags = interpolate_gains(g, flag, t, f, new_t[a:a + 37], new_f, ref=1,
+                                             config=config)
+        np.testing.assert_array_equal(part_flags, whole_flags[a:a + 37])
+        ok = ~part_flags
+        np.testing.assert_allclose(part[ok], whole[a:a + 37][ok], rtol=1e-10, atol=1e-12)
+    # antenna 3's only solutions are at the start, so a block needing them spans back
+    # there; without it (and its gap), a block of ~11 solutions reads a few dozen
+    flag2, g2 = flag.copy(), g.copy()
+    flag2[:, :, 3] = flag2[:, :, 4] = False
+    g2[:, :, 3:] = 1.0
+    sizes.clear()
+    interpolate_gains(g2, flag2, t, f, new_t[480:517], new_f, ref=1, config=config)
+    assert sizes == [sizes[0]] and sizes[0] < 40
+
+
 def test_flags_propagate_or_are_filled():
     t, f, g = synthetic()
     flag = np.zeros(g.shape, bool)

@@ -139,15 +139,26 @@ def reference(g: np.ndarray, valid: np.ndarray, ref: int) -> tuple[np.ndarray, n
     (g_ref, valid_ref)
         Same shapes; cells where the reference is invalid or zero become invalid.
     """
+    z, ok = _reference_of(g, valid, ref)
+    az = np.abs(z)
+    rot = np.where(ok, np.conj(z) / np.where(az > 0, az, 1.0), 1.0)
+    return g * rot, valid & ok
+
+
+def referenced_valid(g: np.ndarray, valid: np.ndarray, ref: int) -> np.ndarray:
+    """The ``valid_ref`` of :func:`reference`, without rotating the gains."""
+    return valid & _reference_of(g, valid, ref)[1]
+
+
+def _reference_of(g: np.ndarray, valid: np.ndarray, ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference antenna's gain per cell (broadcastable to ``g``) and where it is
+    valid and non-zero."""
     if g.ndim == 5:
         z, zv = g[:, :, ref, 0, 0][:, :, None, None, None], valid[:, :, ref, 0, 0]
         zv = zv[:, :, None, None, None]
     else:
         z, zv = g[:, :, ref, :][:, :, None, :], valid[:, :, ref, :][:, :, None, :]
-    az = np.abs(z)
-    ok = zv & (az > 0)
-    rot = np.where(ok, np.conj(z) / np.where(az > 0, az, 1.0), 1.0)
-    return g * rot, valid & ok
+    return z, zv & (np.abs(z) > 0)
 
 
 def unwrap_valid(phase: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -366,5 +377,5 @@ def smooth(gains: xr.Dataset, config: SmoothConfig | None = None) -> xr.Dataset:
     return out
 
 
-__all__ = ["SmoothConfig", "SmoothError", "fill_gaps", "reference", "smooth",
+__all__ = ["SmoothConfig", "SmoothError", "fill_gaps", "reference", "referenced_valid", "smooth",
            "smooth_spectra", "unwrap_valid"]

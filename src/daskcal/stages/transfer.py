@@ -29,7 +29,8 @@ Algorithm (per antenna and receptor, or Jones element in full Jones):
 The output has ``GAIN``, ``GAIN_FLAG`` (gain_time = target time, gain_frequency =
 target frequency, antenna_name, receptor [, receptor2]) with cell edges half an
 integration / channel either side. Chunking: the target's (time, frequency) chunks
-of its visibilities; every task holds the whole (small) calibrator table.
+of its visibilities; every task holds the whole calibrator table, and interpolates the
+solutions around its times only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from daskcal.data.model import VIS_DIMS, quantity_value
-from daskcal.stages.smooth import SmoothError, gain_dims, ref_index, reference, unwrap_valid
+from daskcal.stages.smooth import (
+    SmoothError,
+    gain_dims,
+    ref_index,
+    reference,
+    referenced_valid,
+    unwrap_valid,
+)
 from daskcal.stages.solve import receptor_labels
 
 _TIME_ATTRS = {"type": "time", "units": "s", "scale": "utc", "format": "unix"}
@@ -132,10 +140,56 @@ def interpolate_gains(g: np.ndarray, flag: np.ndarray, time_s: np.ndarray,
     t, f = np.asarray(time_s, np.float64)[t_order], np.asarray(freq_hz, np.float64)[f_order]
     g = np.asarray(g)[t_order][:, f_order]
     flag = np.asarray(flag, bool)[t_order][:, f_order]
-    valid = ~flag & np.isfinite(g)
-    gr, valid = reference(np.where(np.isfinite(g), g, 1.0).astype(np.complex128), valid, ref)
     new_t = np.asarray(new_time_s, np.float64)
     new_f = np.asarray(new_freq_hz, np.float64)
+    n_t = t.size
+    if cfg.time_mode == "mean" or new_t.size == 0 or n_t < 2:
+        return _interpolate(g, flag, t, f, new_t, new_f, ref, cfg)
+    # Only the solutions around the new times count: per row (after the interpolation in
+    # frequency), the last valid one at or before the first new time and the first at or
+    # after the last, and the ones between. Finding them takes the flags alone, a cheap
+    # pass over the table; interpolating the whole table for every block of new times
+    # made the stage's work grow as (observation length)^2.
+    have = np.moveaxis(_valid_after_frequency(g, flag, f, new_f, ref, cfg), 0, -1)
+    have = have.reshape(-1, n_t)
+    i0 = int(np.clip(np.searchsorted(t, new_t.min(), side="right") - 1, 0, n_t - 1))
+    i1 = int(np.clip(np.searchsorted(t, new_t.max(), side="left"), 0, n_t - 1))
+    before, after = have[:, :i0 + 1], have[:, i1:]
+    rows_b, rows_a = before.any(axis=1), after.any(axis=1)
+    lo = i0 - int(np.argmax(before[rows_b, ::-1], axis=1).max()) if rows_b.any() else i0
+    hi = i1 + int(np.argmax(after[rows_a], axis=1).max()) if rows_a.any() else i1
+    return _interpolate(g[lo:hi + 1], flag[lo:hi + 1], t[lo:hi + 1], f, new_t, new_f, ref, cfg)
+
+
+def _valid_after_frequency(g: np.ndarray, flag: np.ndarray, f: np.ndarray,
+                           new_f: np.ndarray, ref: int, cfg: TransferConfig) -> np.ndarray:
+    """Which solutions interpolated to ``new_f`` are valid.
+
+    Parameters
+    ----------
+    g, flag : ndarray, shape (n_time, n_freq, n_ant, 2[, 2])
+        Solutions sorted in time and frequency, and their flags.
+    f, new_f : ndarray, shapes (n_freq,), (n_new_freq,), Hz
+
+    Returns
+    -------
+    ndarray of bool, shape (n_time, n_new_freq, n_ant, 2[, 2])
+        Valid where the solution's frequency row has a valid (unflagged, finite,
+        referenced) solution, and, unless ``fill_flagged``, the nearest is valid.
+    """
+    valid = referenced_valid(np.where(np.isfinite(g), g, 1.0), ~flag & np.isfinite(g), ref)
+    have = np.repeat(valid.any(axis=1, keepdims=True), new_f.size, axis=1)
+    if not cfg.fill_flagged:
+        have &= valid[:, _nearest_index(f, new_f)]
+    return have
+
+
+def _interpolate(g: np.ndarray, flag: np.ndarray, t: np.ndarray, f: np.ndarray,
+                 new_t: np.ndarray, new_f: np.ndarray, ref: int, cfg: TransferConfig
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`interpolate_gains` on solutions ``g`` sorted in time ``t`` and frequency ``f``."""
+    valid = ~flag & np.isfinite(g)
+    gr, valid = reference(np.where(np.isfinite(g), g, 1.0).astype(np.complex128), valid, ref)
     rest = g.shape[2:]
     n_t, n_f = g.shape[:2]
 
@@ -146,12 +200,10 @@ def interpolate_gains(g: np.ndarray, flag: np.ndarray, time_s: np.ndarray,
     amp = _interp_rows(f, np.abs(rows), vrows, new_f, near_f)
     phase = _interp_rows(f, np.nan_to_num(unwrap_valid(np.angle(rows), vrows)), vrows, new_f,
                          near_f)
-    have = np.isfinite(amp)
-    if not cfg.fill_flagged:
-        have &= vrows[:, _nearest_index(f, new_f)]
     # back to (time, new_freq, rest) then rows (new_freq, rest...) along time
     shape_f = (n_t, *rest, new_f.size)
-    amp, phase, have = (np.moveaxis(a.reshape(shape_f), -1, 1) for a in (amp, phase, have))
+    amp, phase = (np.moveaxis(a.reshape(shape_f), -1, 1) for a in (amp, phase))
+    have = _valid_after_frequency(g, flag, f, new_f, ref, cfg)
     amp_r = np.moveaxis(amp, 0, -1).reshape(-1, n_t)
     ph_r = np.moveaxis(phase, 0, -1).reshape(-1, n_t)
     have_r = np.moveaxis(have, 0, -1).reshape(-1, n_t)
