@@ -119,20 +119,41 @@ _ENCODING_ATTRS = frozenset({"_FillValue", "missing_value", "scale_factor", "add
                              "dtype", "calendar", "_Unsigned"})
 
 
-def _direct_write(group: Any, xds: xr.Dataset, names: list[str], region: Region) -> Any:
-    """The region write as one ``dask.array.store`` into the zarr arrays, or None.
+def _optimized(xds: xr.Dataset) -> xr.Dataset:
+    """``xds`` with the graphs of its Dask-backed variables optimised together (as
+    :func:`dask.array.store` would optimise what it stores: blockwise layers fused), once
+    for all the regions of a node. The variables keep their names, so the step's QA,
+    built on the unoptimised graphs, shares their blocks."""
+    import dask
+
+    names = _dask_vars(xds)
+    if not names:
+        return xds
+    optimized = dask.optimize(*(xds[n].data for n in names))
+    return xds.assign({n: xds[n].copy(data=a) for n, a in zip(names, optimized, strict=True)})
+
+
+def _direct_plan(group: Any, xds: xr.Dataset, names: list[str], region: Region
+                 ) -> tuple[list[tuple[Any, list[tuple]]], list[tuple]] | None:
+    """What one task must store to write a region straight into the zarr arrays, or None.
 
     ``Dataset.to_zarr(region=..., compute=False)`` opens and checks the store again
-    for every region (~30 ms in the driver, per region of every step); the variables
-    of our outputs (numbers, flags) are written as they are, which is what this does.
-    None (the caller uses ``to_zarr``) when a variable's stored dtype differs from its
-    own, it is not a plain number or boolean, or its stored attributes ask for a CF
-    encoding.
-    """
-    import dask.array as da
-    from dask.graph_manipulation import checkpoint
+    for every region (~30 ms in the driver, per region of every step), and
+    ``dask.array.store`` adds a task per block and variable, then one to join them; the
+    variables of our outputs (numbers, flags) are written as they are, by one task per
+    region (:func:`_store_blocks`). None (the caller uses ``to_zarr``) when a
+    variable's stored dtype differs from its own, it is not a plain number or boolean,
+    or its stored attributes ask for a CF encoding.
 
-    sources, targets, slices = [], [], []
+    Returns
+    -------
+    plan : list of (zarr.Array, list of (target selection, block selection))
+        Per variable, its target array and, per dask block overlapping the region,
+        where the block's part goes and which part of the block it is.
+    keys : list of tuple
+        The dask keys of those blocks, in the order of ``plan``.
+    """
+    plan, keys = [], []
     for name in names:
         var = xds[name]
         try:
@@ -142,38 +163,84 @@ def _direct_write(group: Any, xds: xr.Dataset, names: list[str], region: Region)
         if (var.dtype.kind not in "biufc" or target.dtype != var.dtype
                 or target.shape != var.shape or _ENCODING_ATTRS & set(target.attrs)):
             return None
-        sl = tuple(slice(region.start, region.stop) if d == region.dim else slice(None)
-                   for d in var.dims)
-        sources.append(var.data[sl])
-        targets.append(target.with_config({"write_empty_chunks": True}))
-        slices.append(sl)
-    stored = da.store(sources, targets, regions=slices, lock=False, compute=False)
-    # one Delayed done once every block is stored (each block returns None), nothing
-    # concatenated
-    return checkpoint(*(stored if isinstance(stored, tuple) else (stored,)))
+        axis = var.dims.index(region.dim) if region.dim in var.dims else None
+        parts = []
+        for index, block in _blocks(var.data.chunks, axis, region.start, region.stop):
+            parts.append(block)
+            keys.append((var.data.name, *index))
+        plan.append((target.with_config({"write_empty_chunks": True}), parts))
+    return plan, keys
 
 
-def _write_region(store: str, group: Any, xds: xr.Dataset, region: Region) -> Any:
-    """The lazy write of one region (a Delayed): :func:`_direct_write` into ``group``
-    (the node's zarr group in ``store``, open), else ``Dataset.to_zarr``."""
+def _blocks(chunks: tuple[tuple[int, ...], ...], axis: int | None, start: int, stop: int
+            ) -> Iterable[tuple[tuple[int, ...], tuple[tuple[slice, ...], tuple[slice, ...]]]]:
+    """The blocks of a chunked array that overlap ``[start, stop)`` along ``axis`` (all of
+    them when ``axis`` is None): their index, and per block the target selection (in the
+    whole array) and the selection within the block."""
+    import itertools
+
+    bounds = [list(itertools.accumulate(c, initial=0)) for c in chunks]
+    per_axis = []
+    for ax, edges in enumerate(bounds):
+        lo, hi = (start, stop) if ax == axis else (0, edges[-1])
+        per_axis.append([(i, max(a, lo), min(b, hi), a) for i, (a, b)
+                         in enumerate(zip(edges[:-1], edges[1:], strict=True))
+                         if (a < hi and b > lo) or (a == b == lo == hi)])
+    for combo in itertools.product(*per_axis):
+        index = tuple(c[0] for c in combo)
+        target = tuple(slice(a, b) for _, a, b, _ in combo)
+        local = tuple(slice(a - o, b - o) for _, a, b, o in combo)
+        yield index, (target, local)
+
+
+def _store_blocks(marker: str, attempt: str, plan: list[tuple[Any, list[tuple]]],
+                  *blocks: Any) -> str:
+    """Store a region's blocks into their zarr arrays, then write its marker (one task,
+    on a worker)."""
+    values = iter(blocks)
+    for target, parts in plan:
+        for where, within in parts:
+            target[where] = next(values)[within]
+    return _mark(None, marker, attempt)
+
+
+def _write_region(store: str, group: Any, xds: xr.Dataset, region: Region, marker: str,
+                  attempt: str) -> Any:
+    """The lazy write of one region, ending with its marker (a Delayed, keyed
+    ``mark-<region>-<attempt>``): one task storing the blocks into ``group`` (the node's
+    zarr group in ``store``, open; :func:`_direct_plan`), else ``Dataset.to_zarr`` and a
+    marker task after it."""
+    import dask
+
     from daskcal.data.zarr_store import quiet_zarr
 
+    key = f"mark-{region.key}-{attempt}"
     if region.dim is None:
         names = [n for n in _dask_vars(xds) if not any(d in xds[n].dims for d in REGION_DIMS)]
     else:
         names = [n for n in _dask_vars(xds) if region.dim in xds[n].dims]
-    direct = _direct_write(group, xds, names, region)
+    direct = _direct_plan(group, xds, names, region)
     if direct is not None:
-        return direct
+        from dask._task_spec import Task, TaskRef
+        from dask.delayed import Delayed
+        from dask.highlevelgraph import HighLevelGraph
+
+        plan, keys = direct
+        arrays = {xds[n].data.name: xds[n].data for n in names}
+        task = Task(key, _store_blocks, marker, attempt, plan, *map(TaskRef, keys))
+        graph = HighLevelGraph.from_collections(key, {key: task},
+                                                dependencies=list(arrays.values()))
+        return Delayed(key, graph)
     span = {} if region.dim is None else {region.dim: slice(region.start, region.stop)}
     sub = xds[names].isel(span)
     kwargs: dict[str, Any] = {"region": span} if span else {}
     sub = sub.drop_vars(list(sub.coords)).drop_encoding()
     sub.attrs = {}
     with quiet_zarr():
-        return sub.to_zarr(store, group=region.node, mode="r+", compute=False,
-                           write_empty_chunks=True, zarr_format=3, consolidated=False,
-                           **kwargs)
+        write = sub.to_zarr(store, group=region.node, mode="r+", compute=False,
+                            write_empty_chunks=True, zarr_format=3, consolidated=False,
+                            **kwargs)
+    return dask.delayed(_mark, pure=False)(write, marker, attempt, dask_key_name=key)
 
 
 def _mark(_written: Any, marker: str, attempt: str) -> str:
@@ -280,7 +347,6 @@ class StepStore:
         Each write is followed by the write of its marker (``attempt`` is recorded
         in the marker).
         """
-        import dask
         import zarr
 
         from daskcal.data.zarr_store import quiet_zarr
@@ -290,16 +356,16 @@ class StepStore:
         with quiet_zarr():
             root = zarr.open_group(str(self.partial), mode="r+", zarr_format=3,
                                    use_consolidated=False)
+        nodes: dict[str, xr.Dataset] = {}
         for region in regions:
-            xds = prepared[region.node].to_dataset(inherit=False)
             if region.node not in groups:
                 path = region.node.strip("/")
                 groups[region.node] = root[path] if path else root
-            write = _write_region(str(self.partial), groups[region.node], xds, region)
+                nodes[region.node] = _optimized(prepared[region.node].to_dataset(inherit=False))
+            xds = nodes[region.node]
             marker = str(self.progress / f"{region.key}.json")
-            out.append(dask.delayed(_mark, pure=False)(write, marker, attempt,
-                                                       dask_key_name=f"mark-{region.key}-"
-                                                       f"{attempt}"))
+            out.append(_write_region(str(self.partial), groups[region.node], xds, region,
+                                     marker, attempt))
         return out
 
     def publish(self) -> Path:
